@@ -1,0 +1,1 @@
+"""AtlasMesh fleet data platform core library (no Dagster)."""

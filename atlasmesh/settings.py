@@ -1,0 +1,86 @@
+"""The platform's one settings object: environment first, a working local default built in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform, read once from `ATLASMESH_*` variables and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="ATLASMESH_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".atlasmesh"),
+        description="Folder holding all local state; deleting it resets the platform.",
+    )
+    lake_url: str = Field(
+        default="",
+        description="Lake root: file:///path or s3://bucket/prefix. Empty: file://$HOME/lake.",
+    )
+    s3_endpoint_url: str = Field(
+        default="", description="S3 endpoint for MinIO or another S3-compatible store."
+    )
+    s3_access_key_id: str = Field(default="", description="S3 access key id.")
+    s3_secret_access_key: SecretStr = Field(default=SecretStr(""), description="S3 secret key.")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_path_style: bool = Field(
+        default=True, description="Path-style addressing (MinIO needs it)."
+    )
+    clickhouse_url: str = Field(
+        default="",
+        description="ClickHouse HTTP URL. Empty: the embedded chDB service under $HOME.",
+    )
+    clickhouse_user: str = Field(default="default", description="ClickHouse user.")
+    clickhouse_password: SecretStr = Field(
+        default=SecretStr(""), description="ClickHouse password."
+    )
+    warehouse_port: int = Field(
+        default=18123, description="Loopback port of the embedded warehouse service."
+    )
+    warehouse_query_timeout_s: float = Field(
+        default=300.0,
+        description="Per-request time limit of the embedded warehouse service.",
+    )
+    fleet_core_dsn: str = Field(
+        default="",
+        description="SQLAlchemy URL of the fleet-core database. Empty: SQLite under $HOME.",
+    )
+
+    @property
+    def home_dir(self) -> Path:
+        """Absolute state folder."""
+        return self.home.expanduser().resolve()
+
+    @property
+    def lake_root(self) -> str:
+        """Resolved lake URL."""
+        return self.lake_url or f"file://{self.home_dir / 'lake'}"
+
+    @property
+    def warehouse_dir(self) -> Path:
+        """The chDB data directory owned by the embedded warehouse service."""
+        return self.home_dir / "warehouse"
+
+    @property
+    def embedded_warehouse(self) -> bool:
+        """True when no ClickHouse server is configured and the embedded service is used."""
+        return not self.clickhouse_url
+
+    @property
+    def warehouse_url(self) -> str:
+        """HTTP URL every warehouse client talks to."""
+        return self.clickhouse_url or f"http://127.0.0.1:{self.warehouse_port}"
+
+    @property
+    def fleet_core_url(self) -> str:
+        """Resolved fleet-core SQLAlchemy URL."""
+        return self.fleet_core_dsn or f"sqlite:///{self.home_dir / 'fleet_core.db'}"
+
+    @property
+    def dagster_home(self) -> Path:
+        """DAGSTER_HOME under the state folder."""
+        return self.home_dir / "dagster"

@@ -1,0 +1,1 @@
+"""Telemetry schemas, validation and the shared fault classes."""

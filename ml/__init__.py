@@ -1,0 +1,1 @@
+"""Predictive-maintenance models: dataset building, training, evaluation, registry, scoring (no Dagster)."""

@@ -1,0 +1,1 @@
+"""Data quality: Great Expectations suites, validation and the quality score (no Dagster)."""
