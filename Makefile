@@ -50,7 +50,8 @@ ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 docs: setup
-	$(BIN)/python -m orchestration.docs
+	@echo "Docs on http://127.0.0.1:8080/ (Ctrl-C to stop)"
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory docs 8080
 
 stop: setup
 	-$(BIN)/atlasmesh warehouse stop
