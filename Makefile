@@ -46,7 +46,7 @@ format: setup
 
 ui: setup
 	$(BIN)/atlasmesh warehouse serve
-	mkdir -p $(DAGSTER_HOME)
+	mkdir -p $(DAGSTER_HOME) && cp -n orchestration/dagster.yaml $(DAGSTER_HOME)/
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 docs: setup

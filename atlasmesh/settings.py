@@ -27,9 +27,7 @@ class Settings(BaseSettings):
     s3_access_key_id: str = Field(default="", description="S3 access key id.")
     s3_secret_access_key: SecretStr = Field(default=SecretStr(""), description="S3 secret key.")
     s3_region: str = Field(default="us-east-1", description="S3 region.")
-    s3_path_style: bool = Field(
-        default=True, description="Path-style addressing (MinIO needs it)."
-    )
+    s3_path_style: bool = Field(default=True, description="Path-style addressing (MinIO needs it).")
     clickhouse_url: str = Field(
         default="",
         description="ClickHouse HTTP URL. Empty: the embedded chDB service under $HOME.",

@@ -86,10 +86,8 @@ class FleetCoreResource(dg.ConfigurableResource):
 
     def store(self) -> FleetCoreStore:
         """A store over the fleet-core database, migrated to the current version."""
-        from atlasmesh.fleet_core.db import migrate
         from atlasmesh.fleet_core.store import FleetCoreStore
 
-        migrate(self.url)
         return FleetCoreStore(self.url)
 
 
