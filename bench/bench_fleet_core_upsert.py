@@ -2,7 +2,7 @@
 
 Baseline: the same rows, pre-serialised, bulk-inserted into the same empty table through the
 raw driver (sqlite3 executemany / psycopg COPY) with no validation and no merge. Usage:
-    .venv/bin/python bench/fleet_core_upsert.py [ROWS] [RESULTS_JSON]
+    .venv/bin/python bench/bench_fleet_core_upsert.py [ROWS] [RESULTS_JSON]
 """
 
 from __future__ import annotations
