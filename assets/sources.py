@@ -8,7 +8,7 @@ from orchestration.partitions import daily
 from orchestration.resources import FleetCoreResource, LakeResource, PlatformResource
 
 LANDING_TELEMETRY = dg.AssetKey(["landing", "vehicle_telemetry"])
-FLEET_CORE_DB = dg.AssetKey(["fleet_core", "operational_db"])
+FLEET_CORE_DB = dg.AssetKey(["sources", "fleet_core_db"])
 
 
 class SimulationConfig(dg.Config):

@@ -1,6 +1,8 @@
-"""`atlasmesh fleet-core migrate|status`: manage the fleet-core operational database."""
+"""`atlasmesh fleet-core migrate|status|extract`: manage and extract the fleet-core database."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -64,3 +66,39 @@ def status() -> None:
     typer.echo("rows:")
     for table, count in counts.items():
         typer.echo(f"  {table:<{width}}  {count:>10,}")
+
+
+@app.command()
+def extract(
+    table: Annotated[
+        list[str] | None, typer.Option(help="Extract only this table (repeatable).")
+    ] = None,
+    full: Annotated[bool, typer.Option(help="Re-read whole tables, not just changes.")] = False,
+) -> None:
+    """Copy changed rows (allow-listed columns) to the lake snapshots and ClickHouse fleet_core."""
+    from datetime import UTC, datetime
+
+    from atlasmesh.fleet_core import db
+    from atlasmesh.fleet_core.extract import extract_all
+    from atlasmesh.lake import Lake
+    from atlasmesh.settings import Settings
+    from atlasmesh.warehouse.client import connect
+
+    settings = Settings()
+    try:
+        results = extract_all(
+            settings.fleet_core_url,
+            Lake.from_settings(settings),
+            connect(settings),
+            now=datetime.now(UTC),
+            full=full,
+            tables=table or None,
+        )
+    except db.FleetCoreError as exc:
+        raise _fail(exc) from None
+    width = max(map(len, results))
+    for name, result in results.items():
+        typer.echo(
+            f"  {name:<{width}}  read {result.rows_read:>9,}  written {result.rows_written:>9,}"
+            f"  deletes {result.deletes:>6,}  {result.duration_s:6.2f}s"
+        )

@@ -13,7 +13,7 @@ def test_definitions_load_with_every_resource(tmp_path, monkeypatch):
     assert {"lake", "warehouse", "fleet_core", "platform"} <= set(definitions.resources)
     graph = definitions.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"landing/vehicle_telemetry", "fleet_core/operational_db"} <= keys
+    assert {"landing/vehicle_telemetry", "sources/fleet_core_db"} <= keys
 
 
 def test_every_asset_is_described_and_grouped(tmp_path, monkeypatch):

@@ -1,0 +1,23 @@
+"""Jobs: what sensors and schedules launch, each over the asset layer it names."""
+
+import dagster as dg
+
+from assets.ingest import HOT_METRICS, HOT_TELEMETRY, PROCESSED, STAGED
+
+stage_telemetry_job = dg.define_asset_job(
+    "stage_telemetry",
+    selection=dg.AssetSelection.assets(STAGED),
+    description="Validate one arrival hour of landing telemetry (dead letters, staging).",
+)
+publish_telemetry_job = dg.define_asset_job(
+    "publish_telemetry",
+    selection=dg.AssetSelection.assets(PROCESSED, HOT_TELEMETRY, HOT_METRICS),
+    description="Rebuild one event hour in the lake and swap it into ClickHouse.",
+)
+extract_fleet_core_job = dg.define_asset_job(
+    "extract_fleet_core",
+    selection=dg.AssetSelection.groups("fleet_core"),
+    description="Copy changed fleet-core rows (allow-listed columns) to the lake and ClickHouse.",
+)
+
+JOBS = [stage_telemetry_job, publish_telemetry_job, extract_fleet_core_job]
