@@ -1,10 +1,10 @@
 """Sources layer: the fleet simulator plays the Fleet OS for a partition window."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from orchestration.partitions import daily
+from orchestration.partitions import HISTORY_START, daily
 from orchestration.resources import FleetCoreResource, LakeResource, PlatformResource
 
 LANDING_TELEMETRY = dg.AssetKey(["landing", "vehicle_telemetry"])
@@ -12,8 +12,15 @@ FLEET_CORE_DB = dg.AssetKey(["sources", "fleet_core_db"])
 
 
 class SimulationConfig(dg.Config):
-    """Size and faults of the simulated fleet; the demo's defaults keep it within minutes."""
+    """Size and faults of the simulated fleet; the demo's defaults keep it within minutes.
 
+    Every partition is a slice of ONE history that starts at `origin`: the same vehicles,
+    ids and component wear carry across days. `firmware_update` (default: two weeks after
+    the origin) is when a share of the vehicles starts sending schema v2.
+    """
+
+    origin: str = HISTORY_START
+    firmware_update: str = ""
     seed: int = 42
     vehicles: int = 36
     interval_s: float = 30.0
@@ -60,6 +67,7 @@ def fleet_simulation(
     end = min(window.end, now)
     if end <= window.start:
         raise dg.Failure(f"partition window {window.start}..{window.end} is in the future")
+    origin = datetime.fromisoformat(config.origin).replace(tzinfo=UTC)
     sim = SimConfig(
         seed=config.seed,
         vehicles=config.vehicles,
@@ -68,6 +76,8 @@ def fleet_simulation(
         interval_s=config.interval_s,
         fault_rate=config.fault_rate,
         firmware_update_share=config.firmware_update_share,
+        origin=origin,
+        firmware_update=config.firmware_update or origin + timedelta(days=14),
     )
     context.log.info(
         f"simulating {sim.vehicles} vehicles from {sim.start:%Y-%m-%d %H:%M} to {sim.end:%Y-%m-%d %H:%M} UTC"

@@ -119,7 +119,18 @@ def main() -> None:
     result = _materialize(
         [LANDING_TELEMETRY, FLEET_CORE_DB],
         partition_range=(first.isoformat(), today.isoformat()),
-        run_config={"ops": {"fleet_simulation": {"config": {"vehicles": DEMO_VEHICLES}}}},
+        run_config={
+            "ops": {
+                "fleet_simulation": {
+                    "config": {
+                        "vehicles": DEMO_VEHICLES,
+                        "origin": first.isoformat(),
+                        # Half-way, so the demo shows schema v1 and v2 side by side.
+                        "firmware_update": (first + timedelta(days=DEMO_DAYS / 2)).isoformat(),
+                    }
+                }
+            }
+        },
     )
     landing = _metadata_of(result, LANDING_TELEMETRY)
     _done(
