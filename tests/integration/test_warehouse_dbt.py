@@ -1,0 +1,60 @@
+"""dbt-clickhouse (`driver: http`) builds a small project against the warehouse service."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROJECT = Path(__file__).parents[1] / "fixtures" / "dbt_smoke"
+DBT = Path(sys.executable).parent / "dbt"
+
+
+def _dbt(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(DBT), *args, "--project-dir", str(project), "--profiles-dir", str(project)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_dbt_build_and_an_incremental_second_run(warehouse_service, tmp_path):
+    project = tmp_path / "dbt_smoke"
+    shutil.copytree(PROJECT, project)
+    schema = f"dbt_smoke_{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "DBT_SMOKE_HOST": "127.0.0.1",
+        "DBT_SMOKE_PORT": str(warehouse_service.port),
+        "DBT_SMOKE_SCHEMA": schema,
+        "ATLASMESH_CLICKHOUSE_USER": warehouse_service.settings.clickhouse_user,
+        "ATLASMESH_CLICKHOUSE_PASSWORD": warehouse_service.settings.clickhouse_password.get_secret_value(),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    first = _dbt(project, env, "build")
+    assert first.returncode == 0, first.stdout[-4000:]
+    assert "Completed successfully" in first.stdout
+
+    client = warehouse_service.client(database=schema)
+    assert client.command("SELECT count() FROM telemetry_incremental") == 4
+    assert client.command("SELECT count() FROM vehicle_speeds") == 3
+
+    # The second batch arrives: only the incremental model and its tests run again.
+    second = _dbt(
+        project, env, "build", "--select", "telemetry_incremental", "--vars", "{batch: 2}"
+    )
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert client.command("SELECT count() FROM telemetry_incremental") == 7
+    assert client.command("SELECT uniqExact(event_id) FROM telemetry_incremental") == 7
+    assert client.command("SELECT max(speed_kmh) FROM telemetry_incremental") == pytest.approx(90.0)
+    client.command(f"DROP DATABASE {schema}")
