@@ -34,13 +34,13 @@ def _rss_mb() -> float:
 
 def _phase(kind: str, url: str, lake_root: str, settings_json: str, database: str) -> dict:
     """One measured phase in this (fresh) process."""
+    import pyarrow  # noqa: F401  (imported by both paths; keep import cost out of the timing)
+
     from atlasmesh.fleet_core import extract
     from atlasmesh.fleet_core.db import make_engine
     from atlasmesh.lake import Lake
     from atlasmesh.settings import Settings
     from atlasmesh.warehouse.client import connect
-
-    import pyarrow  # noqa: F401  (imported by both paths; keep import cost out of the timing)
 
     idle = _rss_mb()
     engine = make_engine(url)
@@ -149,7 +149,7 @@ def main() -> None:
             phases = {"baseline": _run_phase("baseline", *common)}
             phases["initial"] = _run_phase("extract", *common)
             phases["rerun_unchanged"] = _run_phase("extract", *common)
-            _touch(url, ids[:: 100])
+            _touch(url, ids[::100])
             phases["rerun_1pct_changed"] = _run_phase("extract", *common)
             results[backend] = {"rows": args.rows, "seed_s": seed_s, "phases": phases}
             if backend != "sqlite":

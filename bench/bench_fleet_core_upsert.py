@@ -67,9 +67,10 @@ def baseline(store: FleetCoreStore, rows: list[dict[str, Any]]) -> float:
             marks = ", ".join("?" for _ in columns)
             raw.executemany(f"INSERT INTO vehicles ({names}) VALUES ({marks})", tuples)
         else:
-            with raw.cursor() as cursor, cursor.copy(
-                f"COPY fleet_core.vehicles ({names}) FROM STDIN"
-            ) as copy:
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(f"COPY fleet_core.vehicles ({names}) FROM STDIN") as copy,
+            ):
                 for row in tuples:
                     copy.write_row(row)
         elapsed = time.perf_counter() - started
