@@ -39,6 +39,12 @@ RESULTS = REPO / "bench" / "results" / "hot_path.json"
 
 
 def _peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report the
+    # parent's peak (the generator's 3.5 GB) instead of its own.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -129,6 +135,7 @@ def role_load(lake_dir: str, hour_iso: str) -> dict[str, Any]:
         "rows": runs[0].rows,
         "seconds": runs[0].duration_s,
         "rerun_seconds": runs[1].duration_s,
+        "phases_s": runs[0].phases_s,
         "same_checksum": runs[0].checksum == runs[1].checksum,
         "parts_in_hour": parts[0],
         "hour_on_disk_mb": parts[1] / 1e6,
@@ -173,6 +180,7 @@ def bench_load(vehicles: int, per_vehicle: int) -> dict[str, Any]:
             "loader_peak_rss_mb": round(loaded["peak_rss_mb"]),
             "service_rss_after_mb": round(service_rss),
             "rerun_same_checksum": loaded["same_checksum"],
+            "phases_s": {k: round(v, 2) for k, v in loaded["phases_s"].items()},
             "parts_in_hour": loaded["parts_in_hour"],
             "hour_on_disk_mb": round(loaded["hour_on_disk_mb"], 1),
         },
@@ -247,7 +255,7 @@ def role_history(directory: str, layout: str, vehicles: int, per_hour: int) -> d
         client.command(
             statement.replace(
                 "PARTITION BY toStartOfHour(recorded_at)", f"PARTITION BY {telemetry_key}"
-            ).replace("PARTITION BY hour", f"PARTITION BY {metrics_key}")
+            ).replace("PARTITION BY toDate(hour)", f"PARTITION BY {metrics_key}")
         )
     now_hour = _hour() + timedelta(hours=2)
     start = now_hour - timedelta(hours=_HOURS - 1)
@@ -333,6 +341,25 @@ def role_history(directory: str, layout: str, vehicles: int, per_hour: int) -> d
     out["replace_one_hour_rows_written"] = client.query(
         f"SELECT count() FROM `{db}`.stage"
     ).result_rows[0][0]
+    # The same for the hour's metrics, recomputed from the telemetry of the hour.
+    m = f"`{db}`.vehicle_metrics_hourly_state"
+    client.command(f"CREATE TABLE `{db}`.mstage AS {m}")
+    t0 = time.perf_counter()
+    if layout == "day":
+        client.command(
+            f"INSERT INTO `{db}`.mstage SELECT * FROM {m} WHERE toDate(hour) = "
+            f"toDate('{hour:%Y-%m-%d}') AND hour != toDateTime('{one_hour}', 'UTC')"
+        )
+    client.command(
+        f"INSERT INTO `{db}`.mstage "
+        + hot.metrics_state_sql(f"(SELECT * FROM {t} WHERE {hour_sql})")
+    )
+    key = hot.partition_id(hour) if layout == "hour" else f"{hour:%Y%m%d}"
+    client.command(f"ALTER TABLE {m} REPLACE PARTITION ID '{key}' FROM `{db}`.mstage")
+    out["replace_one_hour_metrics_s"] = time.perf_counter() - t0
+    out["replace_one_hour_metrics_rows_written"] = client.query(
+        f"SELECT count() FROM `{db}`.mstage"
+    ).result_rows[0][0]
     out["peak_rss_mb"] = _peak_rss_mb()
     return out
 
@@ -376,6 +403,8 @@ def _print(results: dict[str, Any]) -> None:
             f"{ours['rows_per_s']:>11,} {ours['loader_peak_rss_mb']:>12}"
         )
         print(f"{'  re-run (replaces the hour)':44} {ours['rerun_seconds']:>8}")
+        for phase, seconds in ours["phases_s"].items():
+            print(f"{'  phase: ' + phase:44} {seconds:>8}")
         print(f"ratio (ours / baseline rows/s): {load['ratio_load_vs_baseline_rows_per_s']}")
     part = results.get("partitioning")
     if part:
@@ -397,6 +426,16 @@ def _print(results: dict[str, Any]) -> None:
                 "rows written to replace one hour",
                 h["replace_one_hour_rows_written"],
                 d["replace_one_hour_rows_written"],
+            ),
+            (
+                "replace one hour of metrics (s)",
+                h["replace_one_hour_metrics_s"],
+                d["replace_one_hour_metrics_s"],
+            ),
+            (
+                "metrics rows written for one hour",
+                h["replace_one_hour_metrics_rows_written"],
+                d["replace_one_hour_metrics_rows_written"],
             ),
         ]
         for name, a, b in rows:
@@ -436,6 +475,12 @@ def main() -> None:
     if not args.skip_partitioning:
         results["partitioning"] = bench_partitioning(args.history_vehicles, args.history_per_hour)
     results["machine"]["load_avg_at_end"] = os.getloadavg()
+    if RESULTS.exists():
+        # A skipped part keeps its figures from the previous run.
+        previous = json.loads(RESULTS.read_text())
+        for part in ("load", "partitioning"):
+            if part not in results and part in previous:
+                results[part] = previous[part]
     _print(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
