@@ -13,6 +13,12 @@ from orchestration.resources import FleetCoreResource, LakeResource, WarehouseRe
 TABLE_KEYS = {name: dg.AssetKey(["fleet_core", name]) for name in SPECS}
 
 
+class ExtractConfig(dg.Config):
+    """`full` re-reads whole tables (a backfill); by default only rows changed since the watermark."""
+
+    full: bool = False
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -31,6 +37,7 @@ TABLE_KEYS = {name: dg.AssetKey(["fleet_core", name]) for name in SPECS}
 )
 def fleet_core_tables(
     context: dg.AssetExecutionContext,
+    config: ExtractConfig,
     lake: LakeResource,
     warehouse: WarehouseResource,
     fleet_core: FleetCoreResource,
@@ -42,6 +49,7 @@ def fleet_core_tables(
         lake.lake(),
         warehouse.client(),
         now=datetime.now(UTC),
+        full=config.full,
         tables=tables,
     )
     for name, result in results.items():

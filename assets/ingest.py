@@ -184,23 +184,27 @@ def published_telemetry(
 ):
     """Rebuild each event hour from every delivery staged for it, then swap it into ClickHouse."""
     from atlasmesh.telemetry.pipeline import build_event_hour
-    from atlasmesh.warehouse.telemetry import ensure_schema, load_hour_from_lake
+    from atlasmesh.warehouse.telemetry import RETENTION_DAYS, ensure_schema, load_hour_from_lake
 
     the_lake, client = lake.lake(), warehouse.client()
     ensure_schema(client)
 
     def publish(hour: datetime) -> HourOutcome:
         built = build_event_hour(the_lake, hour).metadata()
-        # The hot path is loaded from what was just published, never from staging: the
-        # warehouse and the lake hold the same rows. An hour with nothing accepted has no
-        # processed file and clears the warehouse hour.
-        loaded = load_hour_from_lake(
-            client, the_lake, hour, missing_ok=not built["processed_bytes"]
-        )
         path = the_lake.uri(f"processed/vehicle_telemetry/{_hour_path(hour)}/")
-        return HourOutcome(
-            metadata={
-                PROCESSED: _metadata(built, path),
+        if hour < datetime.now(UTC) - timedelta(days=RETENTION_DAYS):
+            # The hot table keeps 90 days (seed §9.2): its TTL would drop an older hour
+            # again at once, so a backfill of old history stops at the lake.
+            skipped = {"rows": 0, "skipped": f"older than the {RETENTION_DAYS}-day hot retention"}
+            hot = {HOT_TELEMETRY: skipped, HOT_METRICS: skipped}
+        else:
+            # Loaded from what was just published, never from staging: the warehouse and
+            # the lake hold the same rows. An hour with nothing accepted has no processed
+            # file and clears the warehouse hour.
+            loaded = load_hour_from_lake(
+                client, the_lake, hour, missing_ok=not built["processed_bytes"]
+            )
+            hot = {
                 HOT_TELEMETRY: {
                     "rows": loaded.rows,
                     "checksum": str(loaded.checksum),
@@ -208,7 +212,9 @@ def published_telemetry(
                     "duration_s": round(loaded.duration_s, 3),
                 },
                 HOT_METRICS: {"rows": loaded.metrics_rows},
-            },
+            }
+        return HourOutcome(
+            metadata={PROCESSED: _metadata(built, path), **hot},
             checks={PROCESSED: bool(built["conserved"])},
         )
 
