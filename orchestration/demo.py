@@ -11,7 +11,7 @@ from pathlib import Path
 
 from atlasmesh.settings import Settings
 
-DEMO_DAYS = int(os.environ.get("ATLASMESH_DEMO_DAYS", "14"))
+DEMO_DAYS = int(os.environ.get("ATLASMESH_DEMO_DAYS", "7"))
 DEMO_VEHICLES = int(os.environ.get("ATLASMESH_DEMO_VEHICLES", "36"))
 
 
