@@ -1108,6 +1108,7 @@ def _validate_block(block: _Block, ctx: _Context, want_keys: bool = False) -> _V
     candidates = np.flatnonzero(usable & ~suspect)
     parsed, failed = _parse(lines, candidates, ctx.parser)
     accepted, refused = _check_rows(parsed, ctx)
+    del parsed  # the widest frame of the block: let it go before the Arrow copy is made
     to_judge = np.sort(np.concatenate((np.flatnonzero(suspect), failed))).astype(np.int64)
     judged: dict[int, _Verdict] = {}
     rescued: list[int] = []
@@ -1813,7 +1814,9 @@ def _to_processed(
         source_file.alias("source_file"),
         pl.Series("line_number", line_numbers[idx], dtype=pl.Int64),
     ).select(PROCESSED_SCHEMA.names)
-    return df.to_arrow().cast(PROCESSED_SCHEMA), df, src
+    # Views out of polars without a copy, then one copy into the processed string layout.
+    table = df.to_arrow(compat_level=pl.CompatLevel.newest()).cast(PROCESSED_SCHEMA)
+    return table, df, src
 
 
 def _merge(parts: list[BatchResult], source_file: str, arrival: datetime) -> BatchResult:
