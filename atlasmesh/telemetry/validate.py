@@ -669,12 +669,15 @@ class _KeySet:
         # Grow to half the maximum load, so growth work is amortised over many inserts.
         while need > self._MAX_LOAD / 2 * (1 << bits):
             bits += 1
-        full = self._p != 0
-        p, a = self._p[full], self._a[full]
+        old_p, old_a = self._p, self._a
         self._bits = bits
         self._p = np.zeros(1 << bits, dtype=np.uint64)
         self._a = np.zeros(1 << bits, dtype=np.uint64)
-        self._place(p, a)
+        # In slices: the old table plus a slice is all the extra memory a growth takes.
+        for start in range(0, len(old_p), 1 << 20):
+            p, a = old_p[start : start + (1 << 20)], old_a[start : start + (1 << 20)]
+            full = p != 0
+            self._place(p[full], a[full])
 
     def _home(self, p: np.ndarray) -> np.ndarray:
         return (p >> np.uint64(64 - self._bits)).astype(np.int64)
