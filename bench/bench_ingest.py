@@ -16,9 +16,11 @@ excluded on both sides). Reported: events/s, ratio baseline time / our time (goa
 peak RSS per step (goal < 1 GB for 3.6 M events, <= 1.5x that at 10x the events), the
 machine's load average. Results merge into bench/results/ingest.json by size.
 
-    .venv/bin/python bench/bench_ingest.py                  # 1m and 3.6m (~15 min here)
-    .venv/bin/python bench/bench_ingest.py --sizes 10m,36m  # long: ~1 h and ~4 h here
+    .venv/bin/python bench/bench_ingest.py                  # 1m and 3.6m (~20 min here)
+    .venv/bin/python bench/bench_ingest.py --sizes 10m      # ~30 min here
+    .venv/bin/python bench/bench_ingest.py --sizes 30m,36m  # long: ~1.5 h each, not run yet
     .venv/bin/python bench/bench_ingest.py --sizes 3.6m@3000  # 3,000 vehicles (1.2 h)
+    .venv/bin/python bench/bench_ingest.py --report         # print the saved table
 
 A size is EVENTS[@VEHICLES]; the simulated period is EVENTS / VEHICLES seconds. Landing
 files are kept in --work-dir (default /tmp/atlasmesh-bench-ingest) and reused by later runs.
@@ -335,13 +337,15 @@ def report(results: dict) -> None:
             f"{r['baseline']['events_per_s']:>10,} {r['ratio_vs_baseline']:>6} {rss:>17} "
             f"{la['min']:>4}-{la['max']:<5}"
         )
-    if len(rows) > 1:
-        first = rows[0]
-        print("cost growth vs the smallest size (time ratio / event ratio; 1.0 = linear):")
-        for r in rows[1:]:
-            grow = r["ours"]["seconds"]["total"] / first["ours"]["seconds"]["total"]
-            scale = r["events"] / first["events"]
-            print(f"  {r['label']:>9}: x{scale:.1f} events, x{grow:.1f} time -> {grow / scale:.2f}")
+    print("CPU seconds per million events (baseline / ours; steady = linear cost):")
+    for r in rows:
+        per_m = 1e6 / r["events"]
+        base, ours = r["baseline"]["cpu_seconds"] * per_m, r["ours"]["cpu_seconds"] * per_m
+        print(
+            f"  {r['label']:>9}: {base:6.1f} / {ours:6.1f}   "
+            f"(ratio {r['ratio_vs_baseline_cpu']}, lake only wall ratio "
+            f"{r['ratio_vs_baseline_lake_only']})"
+        )
 
 
 def main() -> None:
@@ -355,9 +359,13 @@ def main() -> None:
     ap.add_argument("--root", type=Path)
     ap.add_argument("--hour")
     ap.add_argument("--events", type=int)
+    ap.add_argument("--report", action="store_true", help="print the saved results only")
     args = ap.parse_args()
     if args.phase:
         _child(args)
+        return
+    if args.report:
+        report(json.loads(args.results.read_text()))
         return
 
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
