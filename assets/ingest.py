@@ -86,7 +86,7 @@ def _partition_runs(
         if done % 24 == 0 or done == len(hours):
             context.log.info(f"{done}/{len(hours)} hours done")
     if len(hours) > 1:
-        for key in {k for k in context.selected_asset_check_keys}:
+        for key in context.selected_asset_check_keys:
             yield dg.AssetCheckResult(
                 asset_key=key.asset_key,
                 check_name=key.name,
@@ -125,14 +125,15 @@ def staged_telemetry(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ):
     """Validate each arrival hour of landing telemetry; nothing is lost, every count is kept."""
-    from atlasmesh.telemetry.pipeline import stage_arrival_hour
+    from atlasmesh.telemetry.pipeline import DLQ_PREFIX, stage_arrival_hour
+    from atlasmesh.telemetry.validate import partition_path
 
     the_lake = lake.lake()
     known = _known_vehicle_ids(warehouse)
 
     def stage(hour: datetime) -> HourOutcome:
         meta = stage_arrival_hour(the_lake, hour, known_vehicles=known).metadata()
-        path = the_lake.uri(f"dlq/vehicle_telemetry/{_hour_path(hour)}/")
+        path = the_lake.uri(f"{partition_path(DLQ_PREFIX, hour)}/")
         return HourOutcome({STAGED: _metadata(meta, path)}, {STAGED: bool(meta["conserved"])})
 
     yield from _partition_runs(context, stage)
@@ -183,7 +184,8 @@ def published_telemetry(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ):
     """Rebuild each event hour from every delivery staged for it, then swap it into ClickHouse."""
-    from atlasmesh.telemetry.pipeline import build_event_hour
+    from atlasmesh.telemetry.pipeline import PROCESSED_PREFIX, build_event_hour
+    from atlasmesh.telemetry.validate import partition_path
     from atlasmesh.warehouse.telemetry import RETENTION_DAYS, ensure_schema, load_hour_from_lake
 
     the_lake, client = lake.lake(), warehouse.client()
@@ -191,7 +193,7 @@ def published_telemetry(
 
     def publish(hour: datetime) -> HourOutcome:
         built = build_event_hour(the_lake, hour).metadata()
-        path = the_lake.uri(f"processed/vehicle_telemetry/{_hour_path(hour)}/")
+        path = the_lake.uri(f"{partition_path(PROCESSED_PREFIX, hour)}/")
         if hour < datetime.now(UTC) - timedelta(days=RETENTION_DAYS):
             # The hot table keeps 90 days (seed §9.2): its TTL would drop an older hour
             # again at once, so a backfill of old history stops at the lake.
@@ -235,10 +237,6 @@ def _known_vehicle_ids(warehouse: WarehouseResource) -> list[str]:
         )
     result = client.query(f"SELECT DISTINCT toString(vehicle_id) FROM {DATABASE}.vehicles")
     return [row[0] for row in result.result_rows]
-
-
-def _hour_path(hour: datetime) -> str:
-    return f"date={hour:%Y-%m-%d}/hour={hour:%H}"
 
 
 def _counts(metadata: dict[str, Any]) -> dict[str, Any]:
