@@ -110,7 +110,8 @@ def main() -> None:
             conn = http.client.HTTPConnection("127.0.0.1", settings.warehouse_port)
 
             def raw_http() -> None:
-                conn.request("POST", "/", body=b"SELECT 1")
+                # The same output format as the in-process baseline, so only the transport differs.
+                conn.request("POST", "/", body=b"SELECT 1 FORMAT Native")
                 conn.getresponse().read()
 
             lat = interleaved_ms(

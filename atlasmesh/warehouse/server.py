@@ -65,6 +65,7 @@ MAX_SESSIONS = 512
 MAX_CONCURRENT_QUERIES = 64
 IDLE_KEEPALIVE_S = 300.0
 # Settings of the buffered fast path: results above this size are streamed into a spool instead.
+SMALL_RESULT_PIECES = 4
 BUFFER_SETTINGS = {"max_result_bytes": str(32 << 20), "result_overflow_mode": "throw"}
 READ_ONLY, MUTATING, MUTATING_GLOBAL, CONTROL, UNKNOWN = range(5)
 
@@ -900,13 +901,24 @@ class Exchange:
                 self.h.send_file(200, headers, spool, size)
             self.headers_sent = True
             return
+        # A result that ends within its first few pieces goes out as one sized response: one
+        # write instead of three, and a complete summary header.
+        buffered = [first]
+        for piece in pieces:
+            buffered.append(piece)
+            if len(buffered) >= SMALL_RESULT_PIECES:
+                break
+        else:
+            pieces.close()
+            self.respond_whole(b"".join(buffered), fmt)
+            return
         tag = p.new_tag()
         headers["X-ClickHouse-Exception-Tag"] = tag
         headers["X-ClickHouse-Summary"] = self.stats.header()
         self.h.start_chunked(200, headers)
         self.headers_sent = True
         try:
-            for piece in itertools.chain((first,), pieces):
+            for piece in itertools.chain(buffered, pieces):
                 out = codec.feed(piece)
                 if out:
                     self.h.write_chunk(out)
