@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.warehouse",
     "tests.fixtures.s3",
     "tests.fixtures.postgres",
+    "tests.fixtures.fleet",
 ]
