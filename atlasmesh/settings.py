@@ -47,6 +47,20 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL of the fleet-core database. Empty: SQLite under $HOME.",
     )
+    # A secret: Slack-style webhook URLs carry their token in the path.
+    alert_webhook_url: SecretStr = Field(
+        default=SecretStr(""),
+        description="Webhook receiving alerts as Slack-compatible JSON. Empty: log only.",
+    )
+    dagster_url: str = Field(
+        default="http://127.0.0.1:3000",
+        description="Base URL of the Dagster UI, for the run links in alerts.",
+    )
+    runbook_base_url: str = Field(
+        default="",
+        description="URL the repository is browsable under; runbook links are this plus "
+        "/docs/runbooks/<type>.md. Empty: links are repository paths.",
+    )
 
     @property
     def home_dir(self) -> Path:
