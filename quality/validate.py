@@ -454,26 +454,62 @@ def validate_telemetry_hour(
     `expected_rows` defaults to what the lake's processed partition holds (its build
     manifest), so the hot path is checked against what processing published.
     """
+    expected = None if expected_rows is None else {hour: expected_rows}
+    return validate_telemetry_hours(
+        settings,
+        [hour],
+        expected_rows=expected,
+        lake=lake,
+        database=database,
+        fleet_core_database=fleet_core_database,
+        run_id=run_id,
+        client=client,
+    )[0]
+
+
+def validate_telemetry_hours(
+    settings: Settings,
+    hours: Sequence[datetime],
+    *,
+    expected_rows: dict[datetime, int] | None = None,
+    lake: Lake | None = None,
+    database: str | None = None,
+    fleet_core_database: str | None = "fleet_core",
+    run_id: str | None = None,
+    client: Client | None = None,
+) -> list[ValidationOutcome]:
+    """The telemetry gate on many event hours in one GX session and one Data Docs build."""
     from atlasmesh.lake import Lake
     from atlasmesh.warehouse.client import connect
     from atlasmesh.warehouse.telemetry import DATABASE, LOADS_TABLE
     from quality.suites import telemetry
 
     database = database or DATABASE
-    if expected_rows is None:
-        expected_rows = processed_rows(lake or Lake.from_settings(settings), hour)
+    the_lake = lake or Lake.from_settings(settings)
     own_client = client is None
     client = client or connect(settings)
     try:
-        batch = telemetry.telemetry_hour_batch(
-            hour,
-            expected_rows=expected_rows,
-            database=database,
-            fleet_core_database=fleet_core_database,
-            with_loads=has_table(client, database, LOADS_TABLE),
-        )
+        with_loads = has_table(client, database, LOADS_TABLE)
         suite = telemetry.telemetry_hour_suite(fleet_core_database=fleet_core_database)
-        return run_suite(settings, suite, batch, run_id=run_id, client=client)
+        known = expected_rows or {}
+
+        def expected(hour: datetime) -> int:
+            return known[hour] if hour in known else processed_rows(the_lake, hour)
+
+        checks = [
+            (
+                suite,
+                telemetry.telemetry_hour_batch(
+                    hour,
+                    expected_rows=expected(hour),
+                    database=database,
+                    fleet_core_database=fleet_core_database,
+                    with_loads=with_loads,
+                ),
+            )
+            for hour in hours
+        ]
+        return run_suites(settings, checks, run_id=run_id, client=client)
     finally:
         if own_client:
             client.close()
