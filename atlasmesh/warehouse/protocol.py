@@ -236,6 +236,17 @@ def tokens(sql: str) -> Iterator[Token]:
             i += 1
 
 
+def multi_statement_at(sql: str) -> int | None:
+    """Offset of a second statement after a `;` (a real server refuses those), else None."""
+    semicolon = None
+    for token in tokens(sql):
+        if semicolon is not None:
+            return semicolon
+        if token.kind == "punct" and token.text == ";" and token.depth == 0:
+            semicolon = token.start
+    return None
+
+
 def _unquote(raw: str, quote: str) -> str:
     inner = raw[1:-1] if len(raw) > 1 and raw.endswith(quote) else raw[1:]
     return inner.replace(quote * 2, quote).replace("\\" + quote, quote)

@@ -601,6 +601,14 @@ class Exchange:
         statement, split, data = self.read_statement()
         if not statement.strip():
             raise p.ClickHouseError(p.SYNTAX_ERROR, "Empty query.")
+        second = p.multi_statement_at(statement) if split is None else None
+        if second is not None:
+            # chDB would run both and stream two results no client can decode as one.
+            raise p.ClickHouseError(
+                p.SYNTAX_ERROR,
+                f"Multi-statements are not allowed: a second statement follows the ';' at "
+                f"position {second}. Send one statement per request.",
+            )
 
         session = None
         if session_id:

@@ -137,6 +137,12 @@ def test_errors_look_like_clickhouse_errors(port):
     assert reply.status == 501
     assert "Accept-Encoding" in reply.text
 
+    # Like a real server: one statement per request (a trailing ';' is fine).
+    reply = call(port, body=b"SELECT 1 AS a; SELECT 'x' AS b")
+    assert (reply.status, reply.headers["x-clickhouse-exception-code"]) == (400, "62")
+    assert "Multi-statements are not allowed" in reply.text
+    assert call(port, body=b"SELECT ';' AS semi; -- done").text == ";\n"
+
 
 def test_settings_apply_per_request_only(port):
     params = {"query": "SELECT getSetting('max_threads')", "max_threads": "3"}

@@ -1,0 +1,17 @@
+{#- Tenants of the Fleet OS, one row per current organization. -#}
+with source as (
+    select * from {{ source('fleet_core', 'organizations') }}
+)
+
+select
+    organization_id,
+    name,
+    sector,
+    configuration,
+    entitlements,
+    subscription_tier,
+    is_active,
+    toDateTime64(created_at, 3, 'UTC') as created_at,
+    toDateTime64(updated_at, 3, 'UTC') as updated_at,
+    toDateTime64(_extracted_at, 3, 'UTC') as _extracted_at
+from source
