@@ -6,7 +6,7 @@ fingerprint and the webhook outbox live in `atlasmesh.alerts`; these sensors onl
 """
 
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -18,6 +18,28 @@ DELIVERY_INTERVAL_S = 30
 EVALUATION_INTERVAL_S = 30
 RULES_INTERVAL_S = 300
 CHECK_EVENTS_PER_TICK = 500
+# A day's marts are built once the day has closed and its last hours have settled, so the
+# newest day in a daily fact is normally yesterday: older than two days means the builds stopped.
+MART_MAX_AGE = timedelta(days=2)
+DAILY_MARTS = ("fct_vehicle_days", "fct_fleet_days")
+
+
+def freshness_targets() -> list:
+    """The tables whose newest data must stay recent: hot telemetry and the daily marts."""
+    from atlasmesh.alerts import FreshnessTarget, telemetry_freshness_target
+    from atlasmesh.analytics import DEFAULT_SCHEMA
+
+    marts = [
+        FreshnessTarget(
+            name=f"{DEFAULT_SCHEMA}.{table}",
+            database=DEFAULT_SCHEMA,
+            table=table,
+            column="activity_date",
+            max_age=MART_MAX_AGE,
+        )
+        for table in DAILY_MARTS
+    ]
+    return [telemetry_freshness_target(), *marts]
 
 
 def _key(asset_key: dg.AssetKey) -> str:
@@ -146,17 +168,19 @@ def check_evaluation_alerts(context: dg.SensorEvaluationContext, warehouse: Ware
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def telemetry_rule_alerts(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    """Evaluate the operational telemetry rules and the freshness of telemetry on ClickHouse."""
-    from atlasmesh.alerts import check_freshness, check_telemetry_rules, telemetry_freshness_target
+    """Evaluate the operational telemetry rules and the freshness of telemetry and marts."""
+    from atlasmesh.alerts import check_freshness, check_telemetry_rules
+    from atlasmesh.warehouse.telemetry import DATABASE, TELEMETRY_TABLE
 
     client = warehouse.client()
     now = datetime.now(UTC)
-    rules = check_telemetry_rules(client, now)
-    fresh = check_freshness(client, now, [telemetry_freshness_target()])
+    outcomes = [check_freshness(client, now, freshness_targets())]
+    # Before the first load there is nothing to judge: freshness already reports the gap.
+    if int(client.command(f"EXISTS TABLE `{DATABASE}`.`{TELEMETRY_TABLE}`")):
+        outcomes.append(check_telemetry_rules(client, now))
     counts = {
-        "raised": len(rules.raised) + len(fresh.raised),
-        "repeated": len(rules.repeated) + len(fresh.repeated),
-        "resolved": len(rules.resolved) + len(fresh.resolved),
+        kind: sum(len(getattr(o, kind)) for o in outcomes)
+        for kind in ("raised", "repeated", "resolved")
     }
     return dg.SkipReason(f"telemetry rules and freshness evaluated: {counts}")
 

@@ -7,7 +7,12 @@ import pytest
 
 from atlasmesh.alerts import list_alerts
 from atlasmesh.warehouse import service
-from orchestration.alerts import check_evaluation_alerts, run_failure_alerts
+from orchestration.alerts import (
+    check_evaluation_alerts,
+    freshness_targets,
+    run_failure_alerts,
+    telemetry_rule_alerts,
+)
 from orchestration.resources import WarehouseResource
 from tests.fixtures.warehouse import start_service
 
@@ -96,3 +101,25 @@ def test_failed_run_raises_a_run_failed_alert(warehouse):
     (alert,) = list_alerts(warehouse.client(), "open", alert_type="run_failed")
     assert alert.dagster_run_id == result.run_id
     assert alert.severity == "critical"
+
+
+def test_stale_or_missing_telemetry_and_marts_raise_freshness_alerts(warehouse):
+    client = warehouse.client()
+    instance = dg.DagsterInstance.ephemeral()
+    _tick(telemetry_rule_alerts, instance, warehouse)
+    stale = {
+        a.context["target"] for a in list_alerts(client, "open", alert_type="freshness_missed")
+    }
+    assert stale == {t.name for t in freshness_targets()}
+
+    # Today's vehicle-days arrive: that mart's alert resolves itself, the others stay open.
+    client.command("CREATE DATABASE IF NOT EXISTS analytics")
+    client.command(
+        "CREATE TABLE analytics.fct_vehicle_days (activity_date Date) ENGINE = MergeTree ORDER BY ()"
+    )
+    client.command("INSERT INTO analytics.fct_vehicle_days VALUES (today())")
+    _tick(telemetry_rule_alerts, instance, warehouse)
+    still = {
+        a.context["target"] for a in list_alerts(client, "open", alert_type="freshness_missed")
+    }
+    assert still == stale - {"analytics.fct_vehicle_days"}

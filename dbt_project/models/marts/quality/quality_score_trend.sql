@@ -8,7 +8,7 @@ with latest as (
         argMax(score, measured_at) as score,
         argMax(passed, measured_at) as passed,
         argMax(tuple(completeness, accuracy, consistency, timeliness, validity, uniqueness), measured_at) as dims,
-        max(measured_at) as measured_at
+        max(measured_at) as latest_measured_at
     from {{ ref('stg_ops__quality_scores') }}
     group by dataset, partition_key
 )
@@ -26,6 +26,6 @@ select
     avg(tupleElement(dims, 4)) as avg_timeliness,
     avg(tupleElement(dims, 5)) as avg_validity,
     avg(tupleElement(dims, 6)) as avg_uniqueness,
-    max(measured_at) as last_measured_at
+    max(latest_measured_at) as last_measured_at
 from latest
 group by dataset, partition_date
