@@ -178,6 +178,16 @@ def phase_load(root: Path, hour: datetime) -> dict:
     return {"seconds": time.perf_counter() - t0, "rows": result.rows}
 
 
+def _peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report at
+    # least the driver's RSS at the fork instead of its own peak.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(args: argparse.Namespace) -> None:
     root = args.root
     hour = datetime.fromisoformat(args.hour) if args.hour else None
@@ -190,7 +200,7 @@ def _child(args: argparse.Namespace) -> None:
             root, hour
         )
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out["peak_rss_mb"] = usage.ru_maxrss / 1024
+    out["peak_rss_mb"] = _peak_rss_mb()
     # CPU seconds of the whole process (imports included): on a shared, overloaded machine
     # they show the work done where wall time mostly shows the neighbours.
     out["cpu_seconds"] = usage.ru_utime + usage.ru_stime

@@ -9,7 +9,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -35,7 +35,7 @@ from atlasmesh.telemetry.validate import (
     partition_path,
     schema_folder_from_path,
     split_by_event_hour,
-    validate_files,
+    validate_file_groups,
 )
 
 if TYPE_CHECKING:
@@ -434,8 +434,26 @@ def _landing_file(lake: Lake, entry: LakeEntry, hour: datetime, notes: list[str]
                 f"{entry.path}: arrival minute {_iso(arrival)} in its name is outside its "
                 f"arrival-hour folder {_iso(hour)}; its dead letters stay with the folder's hour"
             )
-    read = partial(lake.read_bytes, entry.path)
-    return LandingFile(entry.path, arrival, read, schema_folder_from_path(entry.path))
+    return LandingFile(
+        entry.path, arrival, _reader(lake, entry.path), schema_folder_from_path(entry.path)
+    )
+
+
+def _reader(lake: Lake, rel: str) -> Callable[[], bytes]:
+    """A function reading one landing file's bytes."""
+    # On disk without fsspec: its ~0.4 ms per call is a tenth of a gateway-minute file's work.
+    if lake.is_s3:
+        return partial(lake.read_bytes, rel)
+    path = lake.path(rel)
+
+    def read() -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except PermissionError:
+            return lake.read_bytes(rel)  # raises the lake's error, which says how to fix it
+
+    return read
 
 
 def stage_arrival_hour(
@@ -474,20 +492,30 @@ def stage_arrival_hour(
     with contextlib.ExitStack() as stack:
         staged_sinks = _ParquetSinks(lake, stack, PROCESSED_SCHEMA)
         dlq_sinks = _ParquetSinks(lake, stack, DLQ_SCHEMA)
-        for res in validate_files(files, known_vehicles=known, deduplicator=_DecideAtBuild()):
-            received += res.received
-            accepted += res.accepted.num_rows
-            duplicates += res.duplicates
-            dead_lettered += res.dead_lettered
-            for code, n in res.reason_counts.items():
-                reasons[code] = reasons.get(code, 0) + n
-            if res.truncated:
-                truncated.append(res.source_file)
-            if res.empty:
-                empty.append(res.source_file)
-            for event_hour, part in split_by_event_hour(res.accepted):
+        groups = validate_file_groups(files, known_vehicles=known, deduplicator=_DecideAtBuild())
+        for group in groups:
+            for res in group.results:
+                received += res.received
+                accepted += res.accepted.num_rows
+                duplicates += res.duplicates
+                dead_lettered += res.dead_lettered
+                if res.truncated:
+                    truncated.append(res.source_file)
+                if res.empty:
+                    empty.append(res.source_file)
+            # Rows go to the sinks a group at a time: gateway-minute files hold a few dozen
+            # events each, and splitting and buffering each one cost more than validating it.
+            for event_hour, part in split_by_event_hour(group.accepted):
                 staged_sinks.add(staged_path(event_hour, hour), part)
-            dlq_sinks.add(dlq_path(hour), res.dead_letters)
+            if group.dead_letters.num_rows:
+                counts = pc.value_counts(group.dead_letters.column("reason_code"))
+                for code, n in zip(
+                    counts.field("values").to_pylist(),
+                    counts.field("counts").to_pylist(),
+                    strict=True,
+                ):
+                    reasons[code] = reasons.get(code, 0) + n
+                dlq_sinks.add(dlq_path(hour), group.dead_letters)
         staged = staged_sinks.close()
         dlq = dlq_sinks.close()
         written = sum(rows for rows, _ in staged.values())
@@ -539,12 +567,11 @@ def _remove_stale_staging(
     still holds rows of this arrival hour (the rebuild has not happened yet): re-running a
     stage twice must not make a needed rebuild disappear from `affected_event_hours`.
     """
-    name = staged_path(arrival_hour, arrival_hour).rsplit("/", 1)[-1]
     removed: set[datetime] = set()
-    for entry in lake.glob(f"{STAGING_PREFIX}/date=*/hour=*/{name}"):
-        if entry.path not in keep:
-            lake.rm(entry.path, missing_ok=True)
-            hour = hour_of_path(entry.path)
+    for path in _staged_of_arrival(lake, arrival_hour):
+        if path not in keep:
+            lake.rm(path, missing_ok=True)
+            hour = hour_of_path(path)
             if hour is not None:
                 removed.add(hour)
     if previous is not None:
@@ -554,6 +581,29 @@ def _remove_stale_staging(
             if built is not None and arrival_hour in built.arrival_hours:
                 removed.add(hour)
     return sorted(removed)
+
+
+def _staged_of_arrival(lake: Lake, arrival_hour: datetime) -> list[str]:
+    """Every staged file of one arrival hour, whatever event hour holds it."""
+    name = staged_path(arrival_hour, arrival_hour).rsplit("/", 1)[-1]
+    if lake.is_s3:
+        return [e.path for e in lake.glob(f"{STAGING_PREFIX}/date=*/hour=*/{name}")]
+    # On disk, fsspec's glob stats every staged file of the lake (0.15 s per stage on a
+    # week-old lake, growing with its age); looking for the one name per hour folder does not.
+    found = []
+    for day in _subfolders(Path(lake.path(STAGING_PREFIX)), "date="):
+        for hour in _subfolders(day, "hour="):
+            if (hour / name).is_file():
+                found.append(f"{STAGING_PREFIX}/{day.name}/{hour.name}/{name}")
+    return sorted(found)
+
+
+def _subfolders(folder: Path, prefix: str) -> list[Path]:
+    try:
+        with os.scandir(folder) as it:
+            return [Path(e.path) for e in it if e.name.startswith(prefix) and e.is_dir()]
+    except FileNotFoundError:
+        return []
 
 
 def read_stage_manifest(lake: Lake, arrival_hour: datetime) -> StageResult | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import io
 import itertools
@@ -14,15 +15,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from atlasmesh.telemetry import policy
@@ -86,6 +86,8 @@ _LANDING_NAME = re.compile(r"-(\d{8}T\d{4})\.jsonl(\.gz)?$")
 _SUSPECT_LITERALS = ["NaN", "Infinity", "\\u"]
 # Lines parsed per bulk call: a call that fails costs at most this much re-parsing.
 _PARSE_LINES = 8192
+_US_UTC = pl.Datetime("us", "UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ConservationError(AssertionError):
@@ -150,18 +152,23 @@ class LandingFile:
 
 def arrival_time_from_path(path: str) -> datetime:
     """The arrival minute encoded in a landing file name (UTC)."""
-    m = _LANDING_NAME.search(PurePosixPath(path).name)
+    m = _LANDING_NAME.search(path.rsplit("/", 1)[-1])
     if not m:
         raise ValueError(
             f"{path}: landing file names end with -<YYYYMMDDTHHMM>.jsonl.gz (the arrival "
             "minute in UTC); rename the file or pass arrival_time explicitly"
         )
-    return datetime.strptime(m.group(1), "%Y%m%dT%H%M").replace(tzinfo=UTC)
+    # By hand: strptime costs more than the rest of a small file's bookkeeping.
+    d = m.group(1)
+    try:
+        return datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]), int(d[11:]), tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"{path}: {d} in the name is not a valid UTC minute") from None
 
 
 def schema_folder_from_path(path: str) -> str | None:
     """The `vN` of a `schema=vN` path segment, if any."""
-    for part in PurePosixPath(path).parts:
+    for part in path.split("/"):
         if part.startswith("schema="):
             return part.removeprefix("schema=")
     return None
@@ -270,24 +277,89 @@ def _finish_block(out: _Validated, dedup: Deduplicator) -> BatchResult:
     return res
 
 
-def _split_group(out: _Validated, ctx: _Context, dedup: Deduplicator) -> Iterator[BatchResult]:
-    """Results per file of a block made of several small files."""
-    res = out.result
-    assert out.sources is not None and out.received is not None and out.names is not None
-    keep = dedup.keep_mask(res.accepted) if out.keys is None else dedup._keep(out.keys)
-    dead_src = res.dead_letters.column("source_file")
-    for k, name in enumerate(out.names):
-        mine = out.sources == k
-        part = BatchResult(
-            name,
-            ctx.arrival,
-            res.accepted.filter(pa.array(mine & keep)),
-            res.dead_letters.filter(pc.equal(dead_src, name)),
-            int(np.count_nonzero(mine & ~keep)),
-            int(out.received[k]),
+def _window_group(window: _Window, dedup: Deduplicator) -> FileGroupResult:
+    """A window's results per file, in the caller's file order, deduplicated in that order.
+
+    A group's rows are in line order and its files are consecutive in it, so each file's
+    rows are one span of its group's tables; the window's rows are those spans in file
+    order (no copy at all for a window of one schema folder without duplicates).
+    """
+    outs = [out for out in window.outs if out is not None]
+    assert len(outs) == len(window.outs), "every group of a window is validated"
+    acc_offsets = np.cumsum([0] + [out.result.accepted.num_rows for out in outs])
+    dead_offsets = np.cumsum([0] + [out.result.dead_letters.num_rows for out in outs])
+    acc_order: list[np.ndarray] = []
+    dead_order: list[np.ndarray] = []
+    spans: list[tuple[_Keys | None, int, int]] = []
+    for _, group, part in window.files:
+        if group is None:
+            continue
+        out = window.outs[group]
+        assert out is not None and out.parts is not None
+        a, b = _bounds(out.parts.accepted_ends, part)
+        d, e = _bounds(out.parts.dead_ends, part)
+        acc_order.append(np.arange(a, b) + acc_offsets[group])
+        dead_order.append(np.arange(d, e) + dead_offsets[group])
+        spans.append((out.keys, a, b))
+    order = np.concatenate([np.zeros(0, dtype=np.int64), *acc_order])
+    rows = _in_order([out.result.accepted for out in outs], order, PROCESSED_SCHEMA)
+    if not _wants_keys(dedup):
+        # A subclass decides through its public method: one call for the window's rows.
+        keep = dedup.keep_mask(rows)
+    elif not len(order):
+        keep = np.ones(0, dtype=bool)
+    elif len(outs) == 1 and outs[0].keys is not None:
+        keep = dedup._keep(outs[0].keys)  # one schema folder: already in file order
+    else:
+        keep = dedup._keep(_concat_keys(spans))
+    accepted = rows if keep.all() else rows.filter(pa.array(keep))
+    dead_letters = _in_order(
+        [out.result.dead_letters for out in outs],
+        np.concatenate([np.zeros(0, dtype=np.int64), *dead_order]),
+        DLQ_SCHEMA,
+    )
+    results: list[BatchResult] = []
+    at = kept_at = dead_at = 0
+    for f, group, part in window.files:
+        out = window.outs[group] if group is not None else None
+        if out is None:
+            results.append(_empty_result(window.ctx_for(f)))
+            continue
+        parts = out.parts
+        assert parts is not None
+        a, b = _bounds(parts.accepted_ends, part)
+        d, e = _bounds(parts.dead_ends, part)
+        kept = int(np.count_nonzero(keep[at : at + b - a]))
+        res = BatchResult(
+            f.path,
+            parts.arrivals[part],
+            accepted.slice(kept_at, kept),
+            dead_letters.slice(dead_at, e - d),
+            b - a - kept,
+            int(parts.received[part]),
+            truncated=parts.truncated[part],
+            notes=list(parts.notes[part]),
         )
-        part.check()
-        yield part
+        res.check()
+        results.append(res)
+        at, kept_at, dead_at = at + b - a, kept_at + kept, dead_at + e - d
+    return FileGroupResult(results, accepted, dead_letters)
+
+
+def _bounds(ends: np.ndarray, k: int) -> tuple[int, int]:
+    return (int(ends[k - 1]) if k else 0), int(ends[k])
+
+
+def _in_order(tables: list[pa.Table], order: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """Rows `order` of the tables taken as one (the tables themselves when in order)."""
+    if not tables:
+        return schema.empty_table()
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    if len(order) == table.num_rows and (
+        not len(order) or (order[0] == 0 and (np.diff(order) == 1).all())
+    ):
+        return table
+    return table.take(pa.array(order))
 
 
 _T = TypeVar("_T")
@@ -335,9 +407,30 @@ def _ahead(items: Iterable[_T], fn: Callable[[_T], _R]) -> Iterator[tuple[_T, _R
 
 
 @dataclass
+class _Window:
+    """Consecutive small files of one arrival hour, validated as one group per schema folder."""
+
+    files: list[tuple[LandingFile, int | None, int]]  # (file, its group or None if empty, part)
+    outs: list[_Validated | None]  # per group, filled as the groups are validated
+    ctx_for: Callable[[LandingFile], _Context]
+
+
+@dataclass
 class _Job:
     block: _Block | None  # None: the file holds no records
     ctx: _Context
+    window: _Window | None = None  # set on the groups of a window of small files,
+    group: int = 0  # with the group's index,
+    last: bool = False  # and on the window's last job: then its results are handed out
+
+
+@dataclass
+class FileGroupResult:
+    """Results of consecutive landing files validated together, and their rows in file order."""
+
+    results: list[BatchResult]  # one per file (or per block of a large file), in file order
+    accepted: pa.Table  # every result's accepted rows, one after the other
+    dead_letters: pa.Table  # every result's dead letters, one after the other
 
 
 def validate_files(
@@ -349,10 +442,32 @@ def validate_files(
 ) -> Iterator[BatchResult]:
     """Validate many landing files, one result per file (or per block of a large file).
 
-    Consecutive small files of the same arrival minute and schema folder are validated
-    together in one block (a gateway-minute file is ~1,500 lines; per-call costs would
-    dominate), then split back per file: pass files in arrival order. Duplicates are
-    dropped across all files.
+    Consecutive small files of one arrival hour are validated together, one block per
+    schema folder (a gateway-minute file is a few dozen to a few thousand lines; per-call
+    costs would dominate), each line keeping its own file, line number and arrival time.
+    Results come back per file in the order given, and duplicates are dropped across all
+    files in that order: pass files in arrival order.
+    """
+    with contextlib.closing(
+        validate_file_groups(
+            files, known_vehicles=known_vehicles, deduplicator=deduplicator, registry=registry
+        )
+    ) as groups:
+        for group in groups:
+            yield from group.results
+
+
+def validate_file_groups(
+    files: Iterable[LandingFile],
+    *,
+    known_vehicles: Iterable[str] | pa.Array | pl.Series | None = None,
+    deduplicator: Deduplicator | None = None,
+    registry: SchemaRegistry = REGISTRY,
+) -> Iterator[FileGroupResult]:
+    """`validate_files`, with the results of files validated together handed over together.
+
+    A sink that writes rows (not per-file figures) takes each group's `accepted` and
+    `dead_letters` at once instead of concatenating many small per-file tables.
     """
     dedup = deduplicator if deduplicator is not None else Deduplicator()
     known = _known_series(known_vehicles)
@@ -365,60 +480,101 @@ def validate_files(
         return None if job.block is None else _validate_block(job.block, job.ctx, keys)
 
     for job, out in _ahead(_file_jobs(files, ctx_for), run):
-        if out is None:
-            yield _empty_result(job.ctx)
-        elif out.names is None:
-            yield _finish_block(out, dedup)
-        else:
-            yield from _split_group(out, job.ctx, dedup)
+        if job.window is not None:
+            if out is not None:
+                job.window.outs[job.group] = out
+            if job.last:
+                yield _window_group(job.window, dedup)
+            continue
+        res = _empty_result(job.ctx) if out is None else _finish_block(out, dedup)
+        yield FileGroupResult([res], res.accepted, res.dead_letters)
 
 
 def _file_jobs(
     files: Iterable[LandingFile], ctx_for: Callable[[LandingFile], _Context]
 ) -> Iterator[_Job]:
-    """Blocks to validate, in file order; small files of one minute and folder are grouped."""
-    group: list[tuple[LandingFile, _Block]] = []
-    group_bytes = 0
+    """Blocks to validate, in file order; small files of one arrival hour form a window."""
+    window: list[tuple[LandingFile, _Block | None]] = []
+    window_bytes = 0
+    window_hour: datetime | None = None
 
     def flush() -> Iterator[_Job]:
-        nonlocal group, group_bytes
-        if len(group) == 1:
-            yield _Job(group[0][1], ctx_for(group[0][0]))
-        elif group:
-            yield _Job(_joined(group), ctx_for(group[0][0]))
-        group, group_bytes = [], 0
+        nonlocal window, window_bytes
+        if len(window) == 1:
+            f, block = window[0]
+            yield _Job(block, ctx_for(f))
+        elif window:
+            yield from _window_jobs(window, ctx_for)
+        window, window_bytes = [], 0
 
     for f in files:
-        blocks = _blocks(f.read())
+        try:
+            data = f.read()
+        except Exception:
+            # A file that cannot be read: hand over the files read before it, then fail.
+            yield from flush()
+            raise
+        blocks = _blocks(data)
         first = next(blocks, None)
         second = next(blocks, None) if first is not None else None
-        if first is not None and second is None and not first.specials:
-            key = (f.arrival_time, f.schema_folder)
-            if group and (
-                (group[0][0].arrival_time, group[0][0].schema_folder) != key
-                or group_bytes + len(first.data) > policy.BLOCK_BYTES
-            ):
+        if second is None and (first is None or _groupable(first)):
+            size = 0 if first is None else len(first.data)
+            hour = _utc(f.arrival_time).replace(minute=0, second=0, microsecond=0)
+            # A window is bounded like a block (its groups together hold at most
+            # BLOCK_BYTES) and stays in one arrival hour, the unit the pipeline stages.
+            if window and (hour != window_hour or window_bytes + size > policy.BLOCK_BYTES):
                 yield from flush()
-            group.append((f, first))
-            group_bytes += len(first.data)
+            window.append((f, first))
+            window_bytes += size
+            window_hour = hour
             continue
         yield from flush()
         ctx = ctx_for(f)
-        produced = False
         for block in itertools.chain([b for b in (first, second) if b is not None], blocks):
-            produced = True
             yield _Job(block, ctx)
-        if not produced:
-            yield _Job(None, ctx)
     yield from flush()
 
 
+def _groupable(block: _Block) -> bool:
+    """A file's only block, whose records read from the stream (a cut tail) come last."""
+    if not block.specials:
+        return True
+    data = block.data
+    lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    return min(sp.line_number for sp in block.specials) >= block.first_line + lines
+
+
+def _window_jobs(
+    window: list[tuple[LandingFile, _Block | None]], ctx_for: Callable[[LandingFile], _Context]
+) -> Iterator[_Job]:
+    """One job per schema folder of the window; the last one releases the window's results."""
+    groups: dict[str | None, list[tuple[LandingFile, _Block]]] = {}
+    placed: list[tuple[LandingFile, int | None, int]] = []
+    for f, block in window:
+        if block is None:
+            placed.append((f, None, 0))
+            continue
+        members = groups.setdefault(f.schema_folder, [])
+        placed.append((f, list(groups).index(f.schema_folder), len(members)))
+        members.append((f, block))
+    w = _Window(placed, [None] * len(groups), ctx_for)
+    if not groups:
+        yield _Job(None, ctx_for(window[0][0]), w, 0, last=True)
+        return
+    for g, members in enumerate(groups.values()):
+        yield _Job(_joined(members), ctx_for(members[0][0]), w, g, last=g == len(groups) - 1)
+
+
 def _joined(group: list[tuple[LandingFile, _Block]]) -> _Block:
-    """Several small files as one block whose lines keep their file and line number."""
-    parts = [b.data if b.data.endswith(b"\n") else b.data + b"\n" for _, b in group]
-    block = _Block(b"".join(parts), 1, [])
+    """Several small files as one block whose lines keep their file, line number and arrival."""
+    parts = [b.data if b.data.endswith(b"\n") or not b.data else b.data + b"\n" for _, b in group]
+    block = _Block(b"".join(parts), 1, [sp for _, b in group for sp in b.specials])
     block.names = [f.path for f, _ in group]
+    block.arrivals = [_utc(f.arrival_time) for f, _ in group]
     block.part_ends = np.cumsum([len(p) for p in parts], dtype=np.int64)
+    block.special_parts = [k for k, (_, b) in enumerate(group) for _ in b.specials]
+    block.truncated_parts = [b.truncated for _, b in group]
+    block.truncated = any(block.truncated_parts)
     return block
 
 
@@ -570,10 +726,6 @@ def _dedup_keys(df: pl.DataFrame) -> _Keys:
         # 64 bits suffice: a collision must also share the vehicle and the millisecond.
         df.select(content).hash_rows(seed=0x5EED).alias("content")
     )
-    first = keys.select(
-        pl.struct("hi", "lo").is_first_distinct()
-        & pl.struct("vehicle_id", "hour", "offset", "content").is_first_distinct()
-    )
     return _Keys(
         keys["hour"].to_numpy(),
         keys["hi"].to_numpy(),
@@ -581,8 +733,35 @@ def _dedup_keys(df: pl.DataFrame) -> _Keys:
         keys["offset"].to_numpy(),
         keys["content"].to_numpy(),
         keys["vehicle_id"],
-        first.to_series().to_numpy(),
+        _first_occurrence(keys),
     )
+
+
+def _first_occurrence(keys: pl.DataFrame) -> np.ndarray:
+    """True for the first row of each id and of each (vehicle, recorded_at, content)."""
+    first = keys.select(
+        pl.struct("hi", "lo").is_first_distinct()
+        & pl.struct("vehicle_id", "hour", "offset", "content").is_first_distinct()
+    )
+    return first.to_series().to_numpy()
+
+
+def _concat_keys(spans: list[tuple[_Keys | None, int, int]]) -> _Keys:
+    """The keys of rows [a, b) of each part, one after the other (first occurrences anew)."""
+    parts = [(k, a, b) for k, a, b in spans if k is not None and b > a]
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(k, name)[a:b] for k, a, b in parts])
+
+    vehicles = pl.concat([k.vehicles.slice(a, b - a) for k, a, b in parts])
+    hour, hi, lo, offset, content = (
+        cat(n) for n in ("hour", "id_hi", "id_lo", "offset", "content")
+    )
+    frame = pl.DataFrame(
+        {"hi": hi, "lo": lo, "vehicle_id": vehicles, "hour": hour, "offset": offset,
+         "content": content}
+    )  # fmt: skip
+    return _Keys(hour, hi, lo, offset, content, vehicles, _first_occurrence(frame))
 
 
 class _HourKeys:
@@ -729,9 +908,13 @@ class _Block:
     first_line: int
     specials: list[_Special]
     truncated: bool = False
-    # For a block made of several files: their paths and where each one's bytes end.
+    # For a block made of several files: their paths, arrival times and where each one's
+    # bytes end.
     names: list[str] | None = None
+    arrivals: list[datetime] | None = None
     part_ends: np.ndarray | None = None
+    special_parts: list[int] | None = None  # the file of each special (they follow its lines)
+    truncated_parts: list[bool] | None = None
 
 
 def _utc(ts: datetime) -> datetime:
@@ -1056,35 +1239,53 @@ class _Lines:
 
 
 @dataclass
+class _Parts:
+    """The files of a block made of several: each one's share of the block's results."""
+
+    names: list[str]
+    arrivals: list[datetime]
+    received: np.ndarray  # lines read from each file
+    accepted_ends: np.ndarray  # file k's accepted rows are [ends[k-1], ends[k]) (line order)
+    dead_ends: np.ndarray  # the same for its dead letters (sorted by file, then line)
+    truncated: list[bool]  # the file's gzip stream broke off
+    notes: list[list[str]]
+
+
+@dataclass
 class _Validated:
-    """One block's verdicts before dedup (which runs in block order, in the caller's thread)."""
+    """One block's verdicts before dedup (which runs in file order, in the caller's thread)."""
 
     result: BatchResult
     keys: _Keys | None  # dedup keys of the accepted rows, when the base dedup rules apply
-    names: list[str] | None  # a block of several files: their paths,
-    sources: np.ndarray | None  # the file of each accepted row,
-    received: np.ndarray | None  # and the lines read from each file
+    parts: _Parts | None = None  # a block of several files
 
 
 def _validate_block(block: _Block, ctx: _Context, want_keys: bool = False) -> _Validated:
     lines = _Lines(block.data)
     n = len(lines)
     names = block.names or [ctx.source_file]
-    sources = received = None
+    arrivals = block.arrivals or [ctx.arrival]
+    sources = received = line_arrival = None
     if block.part_ends is not None:
         sources = np.searchsorted(block.part_ends, lines.starts, side="right")
         part_starts = np.concatenate(([0], block.part_ends[:-1]))
         first_line = np.searchsorted(lines.starts, part_starts)
         line_numbers = np.arange(n, dtype=np.int64) - first_line[sources] + 1
         received = np.bincount(sources, minlength=len(names))
+        if block.special_parts:
+            received += np.bincount(block.special_parts, minlength=len(names))
+        if len(set(arrivals)) > 1:
+            # Files of several arrival minutes: each line is judged against its own.
+            us = np.array([_epoch_us(a) for a in arrivals], dtype=np.int64)
+            line_arrival = us[sources]
     elif block.specials:
         # The stream reader hands blocks in order, with specials numbered between them.
         line_numbers = _renumber(block.first_line, n, {s.line_number for s in block.specials})
     else:
         line_numbers = block.first_line + np.arange(n, dtype=np.int64)
-    dead = _DeadLetters(ctx, names, sources)
-    for s in block.specials:
-        dead.add_raw(s.raw, s.line_number, s.code, s.detail, raw_size=s.raw_size)
+    dead = _DeadLetters(ctx, names, sources, arrivals)
+    for k, s in zip(block.special_parts or itertools.repeat(0), block.specials, strict=False):
+        dead.add_raw(s.raw, s.line_number, s.code, s.detail, raw_size=s.raw_size, part=k)
     lengths = lines.ends - lines.starts
     oversized = lengths > policy.MAX_LINE_BYTES
     bad_utf8 = lines.invalid_utf8() & ~oversized
@@ -1110,7 +1311,7 @@ def _validate_block(block: _Block, ctx: _Context, want_keys: bool = False) -> _V
     suspect = _suspects(lines, _text(lines, usable), ctx) & usable
     candidates = np.flatnonzero(usable & ~suspect)
     parsed, failed = _parse(lines, candidates, ctx.parser)
-    accepted, refused = _check_rows(parsed, ctx)
+    accepted, refused = _check_rows(parsed, ctx, line_arrival)
     del parsed  # the widest frame of the block: let it go before the Arrow copy is made
     to_judge = np.sort(np.concatenate((np.flatnonzero(suspect), failed))).astype(np.int64)
     judged: dict[int, _Verdict] = {}
@@ -1123,7 +1324,7 @@ def _validate_block(block: _Block, ctx: _Context, want_keys: bool = False) -> _V
             judged[i] = verdict
     if rescued:
         more, still = _parse(lines, np.array(rescued, dtype=np.int64), ctx.parser)
-        more_accepted, more_refused = _check_rows(more, ctx)
+        more_accepted, more_refused = _check_rows(more, ctx, line_arrival)
         accepted = pl.concat([accepted, more_accepted])
         refused = pl.concat([refused, more_refused])
         for i in still:
@@ -1147,19 +1348,44 @@ def _validate_block(block: _Block, ctx: _Context, want_keys: bool = False) -> _V
                 rec.get("vehicle_id"),
             )
             dead.add_verdict(raw, int(line_numbers[i]), verdict, i)
-    table, frame, accepted_sources = _to_processed(accepted, line_numbers, names, sources, ctx)
+    table, frame, accepted_sources = _to_processed(
+        accepted, line_numbers, names, sources, line_arrival, ctx
+    )
+    dead_letters, dead_sources = dead.table()
     result = BatchResult(
         ctx.source_file,
         ctx.arrival,
         table,
-        dead.table(),
+        dead_letters,
         0,
         n + len(block.specials),
         truncated=block.truncated,
         notes=[s.detail for s in block.specials if s.code is FaultClass.TRUNCATED_FILE],
     )
     keys = _dedup_keys(frame) if want_keys and frame is not None else None
-    return _Validated(result, keys, block.names, accepted_sources, received)
+    parts = None
+    if block.names is not None:
+        assert received is not None
+        k = len(names)
+        accepted_src = np.zeros(0, dtype=np.int64) if accepted_sources is None else accepted_sources
+        notes: list[list[str]] = [[] for _ in names]
+        for part, sp in zip(block.special_parts or [], block.specials, strict=True):
+            if sp.code is FaultClass.TRUNCATED_FILE:
+                notes[part].append(sp.detail)
+        parts = _Parts(
+            names,
+            arrivals,
+            received,
+            np.cumsum(np.bincount(accepted_src, minlength=k)),
+            np.cumsum(np.bincount(dead_sources, minlength=k)),
+            block.truncated_parts or [False] * k,
+            notes,
+        )
+    return _Validated(result, keys, parts)
+
+
+def _epoch_us(ts: datetime) -> int:
+    return (ts - _EPOCH) // timedelta(microseconds=1)
 
 
 def _renumber(first: int, n: int, taken: set[int]) -> np.ndarray:
@@ -1477,11 +1703,19 @@ def _utf8_detail(raw: bytes) -> str:
 
 
 class _DeadLetters:
-    def __init__(self, ctx: _Context, names: list[str], sources: np.ndarray | None):
+    def __init__(
+        self,
+        ctx: _Context,
+        names: list[str],
+        sources: np.ndarray | None,
+        arrivals: list[datetime],
+    ):
         self.ctx = ctx
         self.names = names
         self.sources = sources
+        self.arrivals = arrivals
         self.rows: list[dict[str, Any]] = []
+        self.files: list[int] = []  # the file (index in names) of each row
 
     def add_raw(
         self,
@@ -1494,11 +1728,12 @@ class _DeadLetters:
         b64: bool | None = None,
         verdict: _Verdict | None = None,
         index: int | None = None,
+        part: int = 0,
     ) -> None:
         size = len(raw) if raw_size is None else raw_size
-        source = self.names[0]
+        k = part  # the file, for a record with no line in the block
         if index is not None and self.sources is not None:
-            source = self.names[int(self.sources[index])]
+            k = int(self.sources[index])
         truncated = size > len(raw) or len(raw) > policy.DLQ_RAW_MAX_BYTES
         raw = raw[: policy.DLQ_RAW_MAX_BYTES]
         if b64 is None:
@@ -1516,24 +1751,29 @@ class _DeadLetters:
                 "raw_truncated": truncated,
                 "reason_code": code.value,
                 "reason_detail": detail,
-                "source_file": source,
+                "source_file": self.names[k],
                 "line_number": line_number,
-                "arrival_time": self.ctx.arrival,
+                "arrival_time": self.arrivals[k],
                 "schema_folder": self.ctx.folder,
                 "schema_version": verdict.schema_version if verdict else None,
                 "telemetry_id": verdict.telemetry_id if verdict else None,
                 "vehicle_id": verdict.vehicle_id if verdict else None,
             }
         )
+        self.files.append(k)
 
     def add_verdict(self, raw: bytes, line_number: int, v: _Verdict, index: int) -> None:
         self.add_raw(raw, line_number, v.code, v.detail, verdict=v, index=index)
 
-    def table(self) -> pa.Table:
+    def table(self) -> tuple[pa.Table, np.ndarray]:
+        """The dead letters by file (in block order), then line; and each row's file."""
         if not self.rows:
-            return DLQ_SCHEMA.empty_table()
-        rows = sorted(self.rows, key=lambda r: (r["source_file"], r["line_number"]))
-        return pa.Table.from_pylist(rows, schema=DLQ_SCHEMA)
+            return DLQ_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64)
+        order = sorted(
+            range(len(self.rows)), key=lambda i: (self.files[i], self.rows[i]["line_number"])
+        )
+        table = pa.Table.from_pylist([self.rows[i] for i in order], schema=DLQ_SCHEMA)
+        return table, np.array([self.files[i] for i in order], dtype=np.int64)
 
 
 def _field_exprs(
@@ -1565,9 +1805,13 @@ def _say(*parts: str | pl.Expr) -> pl.Expr:
 
 
 def _rules(
-    schema: TelemetrySchema, ctx: _Context
+    schema: TelemetrySchema, ctx: _Context, per_line_arrival: bool = False
 ) -> list[tuple[FaultClass, pl.Expr, tuple[str | pl.Expr, ...]]]:
-    """Vectorised (code, refused mask, detail parts) rules of one schema, in precedence order."""
+    """Vectorised (code, refused mask, detail parts) rules of one schema, in precedence order.
+
+    With `per_line_arrival` the rows carry their batch arrival in `__arrival` (a block of
+    files of several arrival minutes); else every row arrived at `ctx.arrival`.
+    """
     by_code: dict[FaultClass, list[tuple[pl.Expr, tuple[str | pl.Expr, ...]]]] = {
         c: [] for c in PRECEDENCE
     }
@@ -1576,7 +1820,15 @@ def _rules(
         # Detail expressions are built only for rules that refuse a row (see _apply_rules).
         by_code[code].append((mask, detail))
 
-    arrival = f"{ctx.arrival:%Y-%m-%dT%H:%M:%SZ}"
+    if per_line_arrival:
+        arrived = pl.col(_ARRIVAL)
+        latest = arrived + policy.MAX_FUTURE_SKEW
+        earliest = arrived - policy.ANCIENT_HORIZON
+        arrival: str | pl.Expr = arrived.dt.strftime(_ARRIVAL_TEXT)
+    else:
+        latest = pl.lit(ctx.arrival + policy.MAX_FUTURE_SKEW)
+        earliest = pl.lit(ctx.arrival - policy.ANCIENT_HORIZON)
+        arrival = f"{ctx.arrival:{_ARRIVAL_TEXT}}"
     for path, f, expr, parent in _field_exprs(schema.fields, None, ""):
         present = expr.is_not_null()
         if f.required:
@@ -1623,18 +1875,19 @@ def _rules(
             )
             rule(
                 FaultClass.FUTURE_TIMESTAMP,
-                ts > pl.lit(ctx.arrival + policy.MAX_FUTURE_SKEW),
+                ts > latest,
                 f"{path}=",
                 expr,
-                f" is more than {policy.MAX_FUTURE_SKEW} after the batch arrival {arrival}",
+                f" is more than {policy.MAX_FUTURE_SKEW} after the batch arrival ",
+                arrival,
             )
             rule(
                 FaultClass.ANCIENT_TIMESTAMP,
-                ts < pl.lit(ctx.arrival - policy.ANCIENT_HORIZON),
+                ts < earliest,
                 f"{path}=",
                 expr,
-                f" is more than {policy.ANCIENT_HORIZON.days} days before the batch arrival "
-                f"{arrival}",
+                f" is more than {policy.ANCIENT_HORIZON.days} days before the batch arrival ",
+                arrival,
             )
         if path == "vehicle_id" and ctx.known is not None:
             rule(
@@ -1645,6 +1898,11 @@ def _rules(
                 " is not a fleet-core vehicle",
             )
     return [(code, m, d) for code in PRECEDENCE for m, d in by_code[code]]
+
+
+# The batch arrival of each row, when a block holds files of several arrival minutes.
+_ARRIVAL = "__arrival"
+_ARRIVAL_TEXT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def _ts_column(path: str) -> str:
@@ -1668,10 +1926,15 @@ _REFUSED = {
 }
 
 
-def _check_rows(rows: pl.DataFrame, ctx: _Context) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _check_rows(
+    rows: pl.DataFrame, ctx: _Context, line_arrival: np.ndarray | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split parsed rows into accepted (normalised) and refused (code, detail) rows."""
     accepted: list[pl.DataFrame] = []
     refused: list[pl.DataFrame] = []
+    if rows.height and line_arrival is not None:
+        arrival = line_arrival[rows["__idx"].to_numpy()]
+        rows = rows.with_columns(pl.Series(_ARRIVAL, arrival).cast(_US_UTC))
     if rows.height:
         sv = pl.col("schema_version")
         major = _majors(rows["schema_version"])
@@ -1726,7 +1989,7 @@ def _apply_rules(
         for path, f, expr, _ in _field_exprs(schema.fields, None, "")
         if f.format is Format.TIMESTAMP
     )
-    rules = _rules(schema, ctx)
+    rules = _rules(schema, ctx, _ARRIVAL in part.columns)
     masks = [f"__m{k}" for k in range(len(rules))]
     # One pass gives the processed columns and the rule masks. The masks are reduced in
     # numpy: one wide when/then chain or any_horizontal over all rules costs polars ten
@@ -1796,6 +2059,7 @@ def _to_processed(
     line_numbers: np.ndarray,
     names: list[str],
     sources: np.ndarray | None,
+    line_arrival: np.ndarray | None,
     ctx: _Context,
 ) -> tuple[pa.Table, pl.DataFrame | None, np.ndarray | None]:
     """The processed table (in line order), the same rows as polars, and each row's file."""
@@ -1812,8 +2076,13 @@ def _to_processed(
         if src is None
         else pl.Series("source_file", names, dtype=pl.String).gather(src)
     )
+    ingested_at = (
+        pl.lit(ctx.arrival).dt.cast_time_unit("ms")
+        if line_arrival is None
+        else pl.Series(line_arrival[idx]).cast(_US_UTC).dt.cast_time_unit("ms")
+    )
     df = df.with_columns(
-        pl.lit(ctx.arrival).dt.cast_time_unit("ms").alias("ingested_at"),
+        ingested_at.alias("ingested_at"),
         source_file.alias("source_file"),
         pl.Series("line_number", line_numbers[idx], dtype=pl.Int64),
     ).select(PROCESSED_SCHEMA.names)

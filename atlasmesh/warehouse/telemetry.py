@@ -32,10 +32,16 @@ LOADS_TABLE = "telemetry_loads"
 LATEST_LOADS_VIEW = "telemetry_loads_latest"
 PROCESSED_PREFIX = "processed/vehicle_telemetry"
 RETENTION_DAYS = 90
-# Rows per INSERT into the stage (about one part each). Memory does not depend on it:
-# each INSERT streams batches of at most BATCH_ROWS.
-CHUNK_ROWS = 1_048_576
-BATCH_ROWS = 65_536
+# One INSERT into the stage (about one part) ends at CHUNK_ROWS rows or CHUNK_BYTES of
+# Arrow IPC, whichever comes first. The client streams it batch by batch, but chDB buffers
+# an Arrow insert whole before parsing it (in process and behind the warehouse service):
+# loading 950 k rows (~0.8 KB each) in one INSERT peaked at 2.3 GB RSS in process, in
+# INSERTs of ~64 MB at 0.8 GB, flat whatever the hour's size.
+CHUNK_ROWS = 131_072
+CHUNK_BYTES = 64 * 2**20
+# Rows per batch read from Parquet and sent: the reader's buffers grow with it (reading a
+# processed hour took ~300 MB RSS above the imports in 65 k-row batches, ~170 MB in 16 k).
+BATCH_ROWS = 16_384
 # A stage of another hour is only dropped once this old: younger ones may belong to a
 # loader that is still running (hours load concurrently).
 STALE_STAGE_AFTER = timedelta(hours=1)
@@ -442,6 +448,7 @@ def load_hour(
     database: str = DATABASE,
     source: str = "arrow",
     chunk_rows: int = CHUNK_ROWS,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> LoadResult:
     """Replace exactly one event hour of telemetry and its hourly metrics, atomically.
 
@@ -483,11 +490,12 @@ def load_hour(
 
     try:
         client.command(f"CREATE TABLE {_q(database, t_stage)} AS {_q(database, TELEMETRY_TABLE)}")
+        _pause_merges(client, database, t_stage)
         client.command(
             f"CREATE TABLE {_q(database, m_stage)} AS {_q(database, METRICS_STATE_TABLE)}"
         )
         checked = _checked_batches(batches, hour, load_id)
-        sent = _stage_rows(client, _q(database, t_stage), checked, chunk_rows)
+        sent = _stage_rows(client, _q(database, t_stage), checked, chunk_rows, chunk_bytes)
         mark("stage")
         rows, checksum, max_recorded, max_ingested = _summary(client, _q(database, t_stage))
         mark("summary")
@@ -639,6 +647,17 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
+def _pause_merges(client: Client, database: str, table: str) -> None:
+    """Stop background merges of a stage: its parts are swapped into the hour as they are."""
+    # Merging the stage's parts (an INSERT per CHUNK_BYTES) would compete with the load for
+    # the cores (950 k rows: 14-18 s instead of 20); the hour's partition merges them later,
+    # off the load's path. An engine that refuses the statement only loads slower.
+    try:
+        client.command(f"SYSTEM STOP MERGES {_q(database, table)}")
+    except Exception as exc:
+        log.debug("could not stop merges of %s.%s: %s", database, table, _first_line(exc))
+
+
 def _drop_quietly(client: Client, database: str, table: str) -> None:
     try:
         client.command(f"DROP TABLE IF EXISTS {_q(database, table)} SYNC")
@@ -648,13 +667,17 @@ def _drop_quietly(client: Client, database: str, table: str) -> None:
 
 
 def _stage_rows(
-    client: Client, stage: str, batches: Iterator[pa.RecordBatch], chunk_rows: int
+    client: Client,
+    stage: str,
+    batches: Iterator[pa.RecordBatch],
+    chunk_rows: int,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> int:
-    """Stream checked batches into the stage, one INSERT per `chunk_rows`; return the rows sent."""
+    """Stream checked batches into the stage, one INSERT per chunk; return the rows sent."""
     sent = 0
     first = next(batches, None)
     while first is not None:
-        chunk = _Chunk(first, batches, chunk_rows)
+        chunk = _Chunk(first, batches, chunk_rows, chunk_bytes)
         client.raw_insert(stage, first.schema.names, chunk.body(), fmt="ArrowStream")
         if chunk.error is not None:
             raise chunk.error
@@ -664,11 +687,18 @@ def _stage_rows(
 
 
 class _Chunk:
-    """The body of one INSERT: an Arrow IPC stream of batches up to a row limit."""
+    """The body of one INSERT: an Arrow IPC stream of batches up to a row or byte limit."""
 
-    def __init__(self, first: pa.RecordBatch, rest: Iterator[pa.RecordBatch], limit: int):
-        self.first, self.rest, self.limit = first, rest, limit
+    def __init__(
+        self,
+        first: pa.RecordBatch,
+        rest: Iterator[pa.RecordBatch],
+        limit: int,
+        byte_limit: int = CHUNK_BYTES,
+    ):
+        self.first, self.rest, self.limit, self.byte_limit = first, rest, limit, byte_limit
         self.rows = 0
+        self.bytes = 0
         self.following: pa.RecordBatch | None = None
         self.error: BaseException | None = None
 
@@ -681,9 +711,11 @@ class _Chunk:
             while batch is not None:
                 writer.write_batch(batch)
                 self.rows += batch.num_rows
-                yield _take(sink)
+                piece = _take(sink)
+                self.bytes += len(piece)
+                yield piece
                 batch = next(self.rest, None)
-                if batch is not None and self.rows >= self.limit:
+                if batch is not None and (self.rows >= self.limit or self.bytes >= self.byte_limit):
                     self.following = batch
                     break
         except Exception as exc:
@@ -799,8 +831,12 @@ def iter_lake_hour(
     for entry in files:
         try:
             # ParquetFile.iter_batches: measured faster and leaner than a dataset scan here
-            # (3.6 M rows: 4.3 s / 0.40 GB RSS against 11.9 s / 0.47 GB).
-            with fs.open_input_file(lake.path(entry.path)) as f, pq.ParquetFile(f) as pf:
+            # (3.6 M rows: 4.3 s / 0.40 GB RSS against 11.9 s / 0.47 GB). Without pre-buffering:
+            # it keeps what it read of the file, +220 MB RSS by the end of a 3.8 M-row hour.
+            with (
+                fs.open_input_file(lake.path(entry.path)) as f,
+                pq.ParquetFile(f, pre_buffer=False) as pf,
+            ):
                 names = set(pf.schema_arrow.names)
                 yield from pf.iter_batches(
                     batch_size=batch_rows,
@@ -822,6 +858,7 @@ def load_hour_from_lake(
     database: str = DATABASE,
     missing_ok: bool = False,
     chunk_rows: int = CHUNK_ROWS,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> LoadResult:
     """Load one processed event hour from the lake into the warehouse (see `load_hour`)."""
     return load_hour(
@@ -832,4 +869,5 @@ def load_hour_from_lake(
         database=database,
         source=lake.uri(processed_hour_path(hour)),
         chunk_rows=chunk_rows,
+        chunk_bytes=chunk_bytes,
     )

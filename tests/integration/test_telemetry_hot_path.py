@@ -243,6 +243,31 @@ def test_three_reruns_replace_the_hour_and_never_double_count(
     assert set(lineage) == {(results[-1].load_id,)}
 
 
+def test_inserts_are_bounded_in_bytes_and_load_the_same_hour(
+    ch_client: Any, ch_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = processed_hour(HOUR_A)
+    whole = hot.load_hour(ch_client, HOUR_A, table, database=ch_database)
+    sizes: list[int] = []
+    send = ch_client.raw_insert
+
+    def counting(stage: str, columns: Any, body: Any, **kwargs: Any) -> Any:
+        data = b"".join(body)
+        sizes.append(len(data))
+        return send(stage, columns, data, **kwargs)
+
+    monkeypatch.setattr(ch_client, "raw_insert", counting)
+    # The warehouse buffers each Arrow INSERT whole: the byte limit is what bounds its memory.
+    limit = 20_000
+    batches = table.to_batches(max_chunksize=10)
+    split = hot.load_hour(ch_client, HOUR_A, batches, database=ch_database, chunk_bytes=limit)
+    assert split.rows == whole.rows == table.num_rows and split.checksum == whole.checksum
+    assert hot.hour_content(ch_client, HOUR_A, ch_database) == (whole.rows, whole.checksum)
+    # Several INSERTs, each ending with the 10-row batch that crosses the limit.
+    assert len(sizes) > 2
+    assert all(limit <= size < 2 * limit for size in sizes[:-1]) and sizes[-1] < 2 * limit
+
+
 def test_loading_hour_b_leaves_hour_a_alone_and_an_empty_load_clears_b(
     ch_client: Any, ch_database: str
 ) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from atlasmesh.telemetry import validate
 from atlasmesh.telemetry.reasons import FaultClass
 from atlasmesh.telemetry.registry import PROCESSED_SCHEMA, REGISTRY, Field, JsonType
 from atlasmesh.telemetry.validate import (
@@ -290,7 +291,8 @@ def test_results_before_an_unreadable_file_are_delivered_then_the_error() -> Non
     with pytest.raises(OSError, match="vanished"):
         for res in validate_files(files):
             seen.append(Path(res.source_file).name)
-    assert seen == ["gw-a-20261101T1205.jsonl.gz"]  # as before: gw-b waited for its group
+    # Both files read before the failure are delivered, although they were one group.
+    assert seen == ["gw-a-20261101T1205.jsonl.gz", "gw-b-20261101T1206.jsonl.gz"]
 
 
 def test_stopping_early_leaves_no_worker_thread_behind() -> None:
@@ -301,3 +303,132 @@ def test_stopping_early_leaves_no_worker_thread_behind() -> None:
     results.close()
     assert first.received == 50
     assert threading.active_count() == before
+
+
+def _minute_file(folder: str, name: str, minute: int, data: bytes) -> LandingFile:
+    path = (
+        f"landing/telemetry/schema={folder}/date=2026-11-01/hour=12/"
+        f"{name}-20261101T12{minute:02d}.jsonl.gz"
+    )
+    return LandingFile.from_path(path, read=lambda: data)
+
+
+def _alone(f: LandingFile) -> BatchResult:
+    """The file validated on its own: what validate_files must give it inside any group."""
+    return validate_batch(
+        f.read(),
+        source_file=f.path,
+        arrival_time=f.arrival_time,
+        known_vehicles=VEHICLES,
+        schema_folder=f.schema_folder,
+    )
+
+
+@pytest.fixture
+def blocks_validated(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the blocks the validator parses (one per group of small files)."""
+    calls: list[int] = []
+    real = validate._validate_block
+
+    def counting(block: Any, ctx: Any, want_keys: bool = False) -> Any:
+        calls.append(len(block.names or [ctx.source_file]))
+        return real(block, ctx, want_keys)
+
+    monkeypatch.setattr(validate, "_validate_block", counting)
+    return calls
+
+
+def test_files_of_several_minutes_are_one_block_per_folder_and_judged_by_their_own_arrival(
+    blocks_validated: list[int],
+) -> None:
+    # 12:06 is more than 5 minutes after a 12:00 arrival only; 30 days and 2 minutes before
+    # 12:02 is ancient for arrivals from 12:03 on only.
+    edge_future = "2026-11-01T12:06:00.000Z"
+    edge_ancient = "2026-10-02T12:01:00.000Z"
+    files = []
+    for k, (folder, minute) in enumerate([("v1", 0), ("v2", 1), ("v1", 3), ("v2", 6), ("v1", 9)]):
+        version = "1.0.0" if folder == "v1" else "2.0.0"
+        base = 100 * k
+        events: list[dict[str, Any] | bytes] = [_event(base + n, version) for n in range(4)]
+        events += [
+            _event(base + 50, version, recorded_at=edge_future),
+            _event(base + 51, version, recorded_at=edge_ancient),
+            b'{"telemetry_id": "cut',
+        ]
+        files.append(_minute_file(folder, f"gw-{k}", minute, _gz(events)))
+    results = list(validate_files(files, known_vehicles=VEHICLES))
+    assert blocks_validated == [3, 2]  # one parse per schema folder, not one per minute
+    assert [r.source_file for r in results] == [f.path for f in files]
+    for f, res in zip(files, results, strict=True):
+        alone = _alone(f)
+        assert res.arrival_time == f.arrival_time
+        assert res.accepted.equals(alone.accepted)
+        assert res.dead_letters.equals(alone.dead_letters)
+        assert (res.received, res.duplicates) == (alone.received, alone.duplicates) == (7, 0)
+        assert set(res.accepted.column("ingested_at").to_pylist()) == {f.arrival_time}
+        assert set(res.dead_letters.column("arrival_time").to_pylist()) == {f.arrival_time}
+    codes = [sorted(r.reason_counts) for r in results]
+    assert codes[0] == ["FUTURE_TIMESTAMP", "MALFORMED_JSON"]  # 12:00: 12:06 is too far ahead
+    assert codes[1] == ["MALFORMED_JSON"]  # 12:01: both edge events are fine
+    assert codes[2:] == [["ANCIENT_TIMESTAMP", "MALFORMED_JSON"]] * 3
+    future = results[0].dead_letters.filter(
+        pa.compute.equal(results[0].dead_letters.column("reason_code"), "FUTURE_TIMESTAMP")
+    )
+    assert future.column("reason_detail").to_pylist() == [
+        f"recorded_at={edge_future} is more than 0:05:00 after the batch arrival "
+        "2026-11-01T12:00:00Z"
+    ]
+    late = results[4].dead_letters.to_pylist()[0]
+    assert late["reason_detail"].endswith("before the batch arrival 2026-11-01T12:09:00Z")
+
+
+def test_cut_and_empty_files_stay_in_their_group_and_report_their_own_faults(
+    blocks_validated: list[int],
+) -> None:
+    whole = _gz([_event(n) for n in range(6)])
+    cut = _gz([_event(n) for n in range(10, 20)])
+    files = [
+        _minute_file("v1", "gw-a", 0, whole),
+        _minute_file("v1", "gw-b", 1, cut[: len(cut) * 2 // 3]),
+        _minute_file("v1", "gw-c", 2, b""),
+        _minute_file("v1", "gw-d", 3, _gz([_event(n) for n in range(30, 33)])),
+    ]
+    results = list(validate_files(files, known_vehicles=VEHICLES))
+    assert blocks_validated == [3]
+    assert [(r.truncated, r.empty) for r in results] == [
+        (False, False),
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
+    for f, res in zip(files, results, strict=True):
+        res.check()
+        alone = _alone(f)
+        assert res.accepted.equals(alone.accepted)
+        assert res.dead_letters.equals(alone.dead_letters)
+        assert (res.received, res.notes) == (alone.received, alone.notes)
+    [tail] = results[1].dead_letters.to_pylist()
+    assert tail["reason_code"] == "TRUNCATED_FILE"
+    assert tail["source_file"] == files[1].path
+    assert tail["line_number"] == results[1].accepted.num_rows + 1
+
+
+def test_duplicates_across_folders_are_decided_in_the_order_files_are_given() -> None:
+    resent = _event(7)
+    files = [
+        _minute_file("v2", "gw-a", 1, _gz([_event(1, "2.0.0"), _event(7, "2.0.0")])),
+        _minute_file("v1", "gw-b", 3, _gz([resent, _event(8)])),
+        _minute_file("v2", "gw-c", 5, _gz([_event(9, "2.0.0"), _event(1, "2.0.0")])),
+    ]
+    # The v1 file is validated in its own group, yet the v2 delivery before it wins.
+    results = list(validate_files(files, known_vehicles=VEHICLES))
+    assert [(r.accepted.num_rows, r.duplicates) for r in results] == [(2, 0), (1, 1), (1, 1)]
+    assert results[1].accepted.column("telemetry_id").to_pylist() == [_event(8)["telemetry_id"]]
+    assert resent["telemetry_id"] in results[0].accepted.column("telemetry_id").to_pylist()
+    [group] = list(validate.validate_file_groups(files, known_vehicles=VEHICLES))
+    assert [r.source_file for r in group.results] == [f.path for f in files]
+    assert group.accepted.equals(pa.concat_tables([r.accepted for r in results]))
+    assert group.accepted.column("source_file").to_pylist() == [files[0].path] * 2 + [
+        files[1].path,
+        files[2].path,
+    ]
