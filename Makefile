@@ -5,6 +5,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Dagster builds the dbt assets from the parsed project; a fresh clone has no manifest yet.
+MANIFEST := dbt_project/target/manifest.json
+DBT_FILES := $(shell find dbt_project/dbt_project.yml dbt_project/models dbt_project/macros dbt_project/tests -type f 2>/dev/null)
+# `make docs` serves on loopback only; ATLASMESH_DOCS_PORT moves it.
+DOCS_PORT ?= $(or $(ATLASMESH_DOCS_PORT),8580)
 export ATLASMESH_HOME ?= $(CURDIR)/.atlasmesh
 export DAGSTER_HOME ?= $(ATLASMESH_HOME)/dagster
 # Offline by design: no tool may phone home.
@@ -18,7 +23,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test bench lint format ui docs stop clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(MANIFEST)
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -26,6 +31,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+$(MANIFEST): $(STAMP) $(DBT_FILES)
+	$(BIN)/atlasmesh dbt -- parse --quiet
+	@touch $(MANIFEST)
 
 demo: setup
 	$(BIN)/python -m orchestration.demo
@@ -50,8 +59,7 @@ ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 docs: setup
-	@echo "Docs on http://127.0.0.1:8080/ (Ctrl-C to stop)"
-	$(BIN)/python -m http.server --bind 127.0.0.1 --directory docs 8080
+	$(BIN)/atlasmesh docs --port $(DOCS_PORT)
 
 stop: setup
 	-$(BIN)/atlasmesh warehouse stop

@@ -2,8 +2,11 @@
 
 import dagster as dg
 
-from assets import fleet_core, ingest, sources
+from assets import fleet_core, ingest, quality, sources
+from assets.warehouse import build_warehouse_assets
+from atlasmesh.analytics import ensure_manifest
 from atlasmesh.settings import Settings
+from orchestration.alerts import ALERT_SENSORS
 from orchestration.jobs import JOBS
 from orchestration.resources import build_resources
 from orchestration.schedules import SCHEDULES
@@ -14,12 +17,14 @@ from orchestration.sensors import SENSORS
 def defs() -> dg.Definitions:
     """Every asset, check, job, sensor and resource of the platform, built from the settings."""
     settings = Settings()
-    modules = [sources, fleet_core, ingest]
+    modules = [sources, fleet_core, ingest, quality]
+    # A fresh clone has no dbt manifest, and an edited model makes it stale: parse first.
+    dbt = build_warehouse_assets(ensure_manifest(settings))
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(modules),
+        assets=[*dg.load_assets_from_modules(modules), *dbt],
         asset_checks=dg.load_asset_checks_from_modules(modules),
         jobs=JOBS,
-        sensors=SENSORS,
+        sensors=[*SENSORS, *ALERT_SENSORS],
         schedules=SCHEDULES,
         resources=build_resources(settings),
     )

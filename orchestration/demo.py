@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 
 from atlasmesh.settings import Settings
 
 DEMO_DAYS = int(os.environ.get("ATLASMESH_DEMO_DAYS", "7"))
 DEMO_VEHICLES = int(os.environ.get("ATLASMESH_DEMO_VEHICLES", "36"))
+DOCS_PORT = int(os.environ.get("ATLASMESH_DOCS_PORT", "8580"))
+# What an analyst asks first: the fleet's days, from the fleet-day mart.
+SAMPLE_MART_QUERY = """SELECT activity_date, sum(vehicles_active) AS vehicles_active,
+       round(sum(distance_km)) AS distance_km, round(avg(utilisation_rate), 2) AS utilisation
+FROM {schema}.fct_fleet_days GROUP BY activity_date ORDER BY activity_date"""
 
 
 def _step(title: str) -> float:
@@ -25,7 +32,11 @@ def _done(started: float, detail: str = "") -> None:
 
 
 def _materialize(
-    selection, *, partition_range: tuple[str, str] | None = None, run_config: dict | None = None
+    selection,
+    *,
+    partition_range: tuple[str, str] | None = None,
+    run_config: dict | None = None,
+    failing_checks_ok: bool = False,
 ):
     """Run assets through the Dagster instance, so the run shows in the UI afterwards."""
     import dagster as dg
@@ -52,6 +63,12 @@ def _materialize(
             else None,
             raise_on_error=False,
         )
+    from assets.quality import TELEMETRY_GATE
+
+    failed_steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+    # A blocking check that failed fails its own step; the demo expects that for its bad hour.
+    if failing_checks_ok and failed_steps and all(TELEMETRY_GATE in k for k in failed_steps):
+        return result
     if not result.success:
         failures = [e.message for e in result.all_events if e.is_failure]
         raise SystemExit("demo step failed:\n  " + "\n  ".join(str(f) for f in failures[:5]))
@@ -72,6 +89,31 @@ def _sum_metadata(result, key, name: str) -> int:
         int(e.materialization.metadata[name].value)
         for e in result.get_asset_materialization_events()
         if e.asset_key == key and name in e.materialization.metadata
+    )
+
+
+def _raise_alerts(settings: Settings) -> str:
+    """Tick the check-evaluation and delivery sensors once, as the daemon would every 30 s."""
+    import dagster as dg
+
+    from atlasmesh.alerts import list_alerts
+    from atlasmesh.warehouse.client import connect
+    from orchestration.alerts import alert_delivery, check_evaluation_alerts
+    from orchestration.resources import build_resources
+
+    resources = build_resources(settings)
+    with dg.DagsterInstance.get() as instance:
+        for sensor in (check_evaluation_alerts, alert_delivery):
+            context = dg.build_sensor_context(
+                instance=instance,
+                resources={k: resources[k] for k in ("warehouse", "platform")},
+            )
+            sensor(context)
+    open_alerts = list_alerts(connect(settings), "open", alert_type="quality_gate_failed")
+    return (
+        f"{len(open_alerts)} open quality alert(s), e.g. {open_alerts[0].message[:120]!r}"
+        if open_alerts
+        else "no open quality alerts"
     )
 
 
@@ -105,6 +147,7 @@ def main() -> None:
     started = _step("Dagster definitions")
     from assets.fleet_core import TABLE_KEYS
     from assets.ingest import HOT_METRICS, HOT_TELEMETRY, HOUR_KEY_FORMAT, PROCESSED, STAGED
+    from assets.quality import TELEMETRY_GATE
     from assets.sources import FLEET_CORE_DB, LANDING_TELEMETRY
     from orchestration.definitions import defs
 
@@ -142,6 +185,17 @@ def main() -> None:
     _materialize(list(TABLE_KEYS.values()))
     _done(started)
 
+    bad_hour = datetime.combine(first + timedelta(days=1), dt_time(10), tzinfo=UTC)
+    started = _step(f"Injecting a GPS fault into the deliveries of {bad_hour:%Y-%m-%d %H}:00 UTC")
+    from atlasmesh.simulator.incidents import inject_gps_jumps
+
+    fault = inject_gps_jumps(lake, bad_hour)
+    _done(
+        started,
+        f"- {fault.lines:,} fixes in {fault.files} files now jump ~55 km: every line still "
+        "passes validation, only the quality gate can see it",
+    )
+
     now = datetime.now(UTC)
     hours = (f"{first.isoformat()}-00:00", now.strftime(HOUR_KEY_FORMAT))
     started = _step(f"Validating every arrival hour ({hours[0]} .. {hours[1]})")
@@ -157,11 +211,61 @@ def main() -> None:
     )
 
     started = _step("Publishing every event hour to processed Parquet and ClickHouse")
-    result = _materialize([PROCESSED, HOT_TELEMETRY, HOT_METRICS], partition_range=hours)
+    result = _materialize(
+        [PROCESSED, HOT_TELEMETRY, HOT_METRICS], partition_range=hours, failing_checks_ok=True
+    )
     accepted = _sum_metadata(result, PROCESSED, "accepted")
-    _done(started, f"- {accepted:,} events accepted")
+    gate = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == TELEMETRY_GATE
+        and e.asset_check_evaluation_data.partition is not None
+    ]
+    blocked = sorted(g.partition for g in gate if not g.passed)
+    _done(
+        started,
+        f"- {accepted:,} events accepted; quality gate: {len(gate) - len(blocked)} hours passed, "
+        f"{len(blocked)} blocked and quarantined ({', '.join(blocked) or 'none'})",
+    )
+
+    started = _step("Alerting the on-call (the sensors the Dagster daemon runs, ticked once)")
+    alerts = _raise_alerts(settings)
+    _done(started, f"- {alerts}")
+
+    started = _step(f"Building the marts with dbt ({first} .. {today}, one Dagster run)")
+    import dagster as dg
+
+    from atlasmesh.analytics import DEFAULT_SCHEMA, prepare_warehouse
+
+    # The marts also read platform tables (ops.quality_scores) that may not exist yet.
+    prepare_warehouse(settings)
+    dbt_keys = dg.AssetSelection.kind("dbt").resolve(graph)
+    # dagster-dbt echoes dbt's output on stdout (for Dagster's log capture): into a file.
+    dbt_log = home / "dbt" / "demo-build.log"
+    dbt_log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with dbt_log.open("w") as log, contextlib.redirect_stdout(log):
+            result = _materialize(dbt_keys, partition_range=(first.isoformat(), today.isoformat()))
+    except SystemExit:
+        print(f"    dbt output: {dbt_log}", flush=True)
+        raise
+    checks = result.get_asset_check_evaluations()
+    passed = sum(1 for c in checks if c.passed)
+    _done(
+        started,
+        f"- {len(dbt_keys)} models in {DEFAULT_SCHEMA}, {DEFAULT_SCHEMA}_staging and "
+        f"{DEFAULT_SCHEMA}_intermediate; dbt tests as asset checks: {passed}/{len(checks)} passed"
+        f" (dbt output: {dbt_log})",
+    )
 
     client = connect(settings)
+    sample = SAMPLE_MART_QUERY.format(schema=DEFAULT_SCHEMA)
+    answer = client.query(sample)
+    print(f"\nA mart query (atlasmesh dbt -- show, clickhouse-connect or curl):\n{sample}")
+    print("  " + "  ".join(f"{c:>16}" for c in answer.column_names))
+    for row in answer.result_rows:
+        print("  " + "  ".join(f"{v!s:>16}" for v in row))
     rows = client.command("SELECT count() FROM atlasmesh_analytics.vehicle_telemetry")
     vehicles = client.command(
         "SELECT uniqExact(vehicle_id) FROM atlasmesh_analytics.vehicle_telemetry"
@@ -173,7 +277,14 @@ Summary
   telemetry       {int(rows):,} rows from {int(vehicles)} vehicles in atlasmesh_analytics.vehicle_telemetry
   warehouse       {url}   (query: curl '{url}/?query=SELECT+1' or clickhouse-connect)
   fleet-core DB   {settings.fleet_core_url}
+  marts           database {DEFAULT_SCHEMA} (docs/analytics.md); run dbt by hand: atlasmesh dbt -- build
+  dbt docs        make docs   then open http://127.0.0.1:{DOCS_PORT}/dbt/
   Dagster UI      make ui   then open http://127.0.0.1:3000
+  bad hour        {bad_hour:%Y-%m-%d %H}:00 was blocked by the quality gate and quarantined:
+                  UI > Assets > atlasmesh_analytics/vehicle_telemetry > Checks > {TELEMETRY_GATE}
+                  alerts: atlasmesh alerts list   (runbook docs/runbooks/quality_gate_failed.md)
+                  rows kept aside in atlasmesh_analytics.vehicle_telemetry_quarantine
+  quality docs    make docs   then open http://127.0.0.1:{DOCS_PORT}/quality/   (Data Docs)
   stop            make stop (the warehouse service keeps running for the UI and analysts)
 """
     )

@@ -20,4 +20,12 @@ extract_fleet_core_job = dg.define_asset_job(
     description="Copy changed fleet-core rows (allow-listed columns) to the lake and ClickHouse.",
 )
 
-JOBS = [stage_telemetry_job, publish_telemetry_job, extract_fleet_core_job]
+# Every dbt model: the incremental ones for the run's daily partition, the rest whole.
+build_marts_job = dg.define_asset_job(
+    "build_marts",
+    selection=dg.AssetSelection.kind("dbt"),
+    description="dbt build of staging, intermediate and marts for one day (incremental facts) "
+    "and everything else in full; dbt tests run as asset checks.",
+)
+
+JOBS = [stage_telemetry_job, publish_telemetry_job, extract_fleet_core_job, build_marts_job]

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+from dagster_dbt import DbtCliResource
+from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
 
+from atlasmesh.analytics import (
+    DEFAULT_SCHEMA,
+    PROJECT_DIR,
+    dbt_env,
+    dbt_executable,
+    prepare_warehouse,
+)
 from atlasmesh.settings import Settings
 
 if TYPE_CHECKING:
@@ -101,6 +116,65 @@ class PlatformResource(dg.ConfigurableResource):
         return Settings(home=self.home)
 
 
+_ENVIRON_LOCK = threading.Lock()
+
+
+@contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    # DbtCliResource hands dbt a copy of os.environ and has no env parameter; the warehouse
+    # connection (and its password) goes to dbt this way, never on the command line or in logs.
+    with _ENVIRON_LOCK:
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+class DbtResource(DbtCliResource):
+    """dbt CLI over the platform's warehouse: the connection comes from the warehouse resource."""
+
+    warehouse: WarehouseResource
+    target_schema: str = DEFAULT_SCHEMA
+    # dbt vars every build gets (e.g. as_of, or source databases other than the defaults);
+    # the partition window is added per run.
+    dbt_vars: dict[str, str] = {}
+    indirect_selection: str = "buildable"
+    # Per-run dbt artifacts (run_results.json, logs); empty keeps dagster-dbt's default under
+    # dbt_project/target/. Only the newest `keep_runs` are kept.
+    artifacts_dir: str = ""
+    keep_runs: int = 20
+
+    def cli(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:
+        """Start `dbt <args>` with the warehouse's connection in its environment."""
+        prepare_warehouse(self.warehouse.settings())
+        if self.artifacts_dir and kwargs.get("target_path") is None:
+            kwargs["target_path"] = self._run_dir(kwargs.get("context"))
+        env = dbt_env(self.warehouse.settings(), self.target_schema, base={})
+        # dbt's default ("eager") also runs a test when only one of the models it reads is
+        # selected. Dagster splits a run into several dbt invocations (incremental models
+        # between whole-table ones), so eager runs e.g. a fact-vs-source test before the fact
+        # exists. "buildable" runs a test in the invocation where all its models are built
+        # or already upstream of it; the dbt assets select the few checks it would miss.
+        env["DBT_INDIRECT_SELECTION"] = self.indirect_selection
+        with _environ(env):
+            return super().cli(args, **kwargs)
+
+    def _run_dir(self, context: Any) -> Path:
+        root = Path(self.artifacts_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        old = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)[: -self.keep_runs or None]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+        run = f"{context.op_execution_context.op.name}-{context.run.run_id[:8]}-" if context else ""
+        return root / f"{run}{uuid.uuid4().hex[:7]}"
+
+
 def _secret(env_name: str, value: str) -> str | dg.EnvVar:
     # A secret taken from the environment stays an EnvVar reference, so the Dagster UI
     # and run config show its name, never its value.
@@ -110,6 +184,15 @@ def _secret(env_name: str, value: str) -> str | dg.EnvVar:
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Every resource of the platform, from one settings object."""
     fleet_core_url = settings.fleet_core_url
+    warehouse = WarehouseResource(
+        url=settings.warehouse_url,
+        user=settings.clickhouse_user,
+        password=_secret(
+            "ATLASMESH_CLICKHOUSE_PASSWORD", settings.clickhouse_password.get_secret_value()
+        ),
+        home=str(settings.home_dir) if settings.embedded_warehouse else "",
+        port=settings.warehouse_port,
+    )
     return {
         "lake": LakeResource(
             url=settings.lake_root,
@@ -121,14 +204,12 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             s3_region=settings.s3_region,
             s3_path_style=settings.s3_path_style,
         ),
-        "warehouse": WarehouseResource(
-            url=settings.warehouse_url,
-            user=settings.clickhouse_user,
-            password=_secret(
-                "ATLASMESH_CLICKHOUSE_PASSWORD", settings.clickhouse_password.get_secret_value()
-            ),
-            home=str(settings.home_dir) if settings.embedded_warehouse else "",
-            port=settings.warehouse_port,
+        "warehouse": warehouse,
+        "dbt": DbtResource(
+            project_dir=PROJECT_DIR,
+            dbt_executable=dbt_executable(),
+            warehouse=warehouse,
+            artifacts_dir=str(settings.home_dir / "dbt" / "runs"),
         ),
         "fleet_core": FleetCoreResource(
             url=_secret("ATLASMESH_FLEET_CORE_DSN", fleet_core_url)

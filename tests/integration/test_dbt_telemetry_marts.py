@@ -94,7 +94,18 @@ def point_features(processed: pl.DataFrame) -> pl.DataFrame:
             | ((pl.col("span") < STOP_MS) & pl.col("after_motion") & pl.col("before_motion")),
             interval_s=pl.when(pl.col("closes"))
             .then(0.0)
-            .otherwise((pl.col("next_t") - pl.col("t")) / 1000.0),
+            .otherwise(
+                (
+                    pl.min_horizontal(
+                        "next_t",
+                        (pl.col("recorded_at").dt.truncate("1d") + pl.duration(days=1)).dt.epoch(
+                            "ms"
+                        ),
+                    )
+                    - pl.col("t")
+                )
+                / 1000.0
+            ),
             since_previous_s=(pl.col("t") - pl.col("prev_t")) / 1000.0,
         )
     )

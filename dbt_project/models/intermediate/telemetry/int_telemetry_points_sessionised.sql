@@ -122,7 +122,13 @@ classified as (
         moving
             or (run_last_t_ms - run_first_t_ms < {{ stop_ms }} and after_motion and before_motion)
             as driving,
-        if(closes_session, 0.0, assumeNotNull(lead_t_ms - t_ms) / 1000.0) as interval_s
+        -- Clipped at the point's UTC midnight: a day never holds more than 24 h, whatever
+        -- sample is missing around it (the seconds past midnight are left out, not moved).
+        if(
+            closes_session,
+            0.0,
+            (least(assumeNotNull(lead_t_ms), toInt64(toUnixTimestamp(toStartOfDay(recorded_at))) * 1000 + 86400000) - t_ms) / 1000.0
+        ) as interval_s
     from run_bounds
 )
 
