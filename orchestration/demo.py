@@ -48,8 +48,13 @@ def _materialize(
     from orchestration.definitions import defs
 
     definitions = defs()
+    keys = set(selection)
+    # Checks defined apart from their asset (the quality gate) run only when selected.
+    checks = {
+        key for key in definitions.resolve_asset_graph().asset_check_keys if key.asset_key in keys
+    }
     job = definitions.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection=set(selection)
+        asset_selection=keys, asset_check_selection=checks
     )
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
