@@ -589,6 +589,21 @@ def _transition(
     return after
 
 
+def _refuse_if_already(alert: Alert, *states: str) -> None:
+    """A person cannot move an alert into a state it has already reached (or passed)."""
+    if alert.status not in states:
+        return
+    who, when = (
+        (alert.resolved_by, alert.resolved_at)
+        if alert.status == "resolved"
+        else (alert.acknowledged_by, alert.acknowledged_at)
+    )
+    raise AlertStateError(
+        f"alert {alert.alert_id} was already {alert.status} by {who} at "
+        f"{when:%Y-%m-%d %H:%M:%S} UTC"
+    )
+
+
 def acknowledge(
     client: Client,
     alert_id: str,
@@ -600,16 +615,7 @@ def acknowledge(
 ) -> Alert:
     """Someone is on it: move a triggered alert to acknowledged, recording who and when."""
     alert = get_alert(client, alert_id, database=database)
-    if alert.status == "resolved":
-        raise AlertStateError(
-            f"alert {alert.alert_id} was already resolved by {alert.resolved_by} at "
-            f"{alert.resolved_at:%Y-%m-%d %H:%M:%S} UTC"
-        )
-    if alert.status == "acknowledged":
-        raise AlertStateError(
-            f"alert {alert.alert_id} was already acknowledged by {alert.acknowledged_by} at "
-            f"{alert.acknowledged_at:%Y-%m-%d %H:%M:%S} UTC"
-        )
+    _refuse_if_already(alert, "resolved", "acknowledged")
     return _transition(client, [alert], "acknowledged", who, note, _now(now), database)[0]
 
 
@@ -624,11 +630,7 @@ def resolve(
 ) -> Alert:
     """Close an open alert by hand, recording who and when (an unacknowledged one too)."""
     alert = get_alert(client, alert_id, database=database)
-    if alert.status == "resolved":
-        raise AlertStateError(
-            f"alert {alert.alert_id} was already resolved by {alert.resolved_by} at "
-            f"{alert.resolved_at:%Y-%m-%d %H:%M:%S} UTC"
-        )
+    _refuse_if_already(alert, "resolved")
     return _transition(client, [alert], "resolved", who, note, _now(now), database)[0]
 
 

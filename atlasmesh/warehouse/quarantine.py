@@ -14,6 +14,7 @@ from atlasmesh.warehouse.telemetry import (
     DATABASE,
     TELEMETRY_TABLE,
     LoadResult,
+    _q,
     load_hour,
     partition_id,
 )
@@ -22,10 +23,6 @@ if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
 QUARANTINE_TABLE = "vehicle_telemetry_quarantine"
-
-
-def _q(*names: str) -> str:
-    return ".".join(f"`{n}`" for n in names)
 
 
 def quarantine_hour(
