@@ -149,6 +149,21 @@ _BY = typer.Option(None, "--by", help="Who does it (default: the OS user).")
 _NOTE = typer.Option("", "--note", help="Why, or what was done (kept in the audit log).")
 
 
+def _transition(ctx: typer.Context, action: str, alert_id: str, by: str | None, note: str) -> None:
+    """Acknowledge or resolve an alert and echo who did it and when."""
+    from atlasmesh.alerts import store
+
+    change = store.acknowledge if action == "acknowledged" else store.resolve
+    with _errors(), _client() as client:
+        alert = change(client, alert_id, by or _os_user(), note=note, database=ctx.obj["database"])
+    who, when = (
+        (alert.acknowledged_by, alert.acknowledged_at)
+        if action == "acknowledged"
+        else (alert.resolved_by, alert.resolved_at)
+    )
+    typer.echo(f"{action} {alert.alert_id} ({alert.alert_type}) by {who} at {_when(when)} UTC")
+
+
 @app.command()
 def ack(
     ctx: typer.Context,
@@ -157,16 +172,7 @@ def ack(
     note: str = _NOTE,
 ) -> None:
     """Acknowledge an alert: you are on it (recorded with who and when in ops.audit_log)."""
-    from atlasmesh.alerts.store import acknowledge
-
-    with _errors(), _client() as client:
-        alert = acknowledge(
-            client, alert_id, by or _os_user(), note=note, database=ctx.obj["database"]
-        )
-    typer.echo(
-        f"acknowledged {alert.alert_id} ({alert.alert_type}) by {alert.acknowledged_by} "
-        f"at {_when(alert.acknowledged_at)} UTC"
-    )
+    _transition(ctx, "acknowledged", alert_id, by, note)
 
 
 @app.command()
@@ -177,16 +183,7 @@ def resolve(
     note: str = _NOTE,
 ) -> None:
     """Resolve an alert (recorded with who and when in ops.audit_log)."""
-    from atlasmesh.alerts.store import resolve as resolve_alert
-
-    with _errors(), _client() as client:
-        alert = resolve_alert(
-            client, alert_id, by or _os_user(), note=note, database=ctx.obj["database"]
-        )
-    typer.echo(
-        f"resolved {alert.alert_id} ({alert.alert_type}) by {alert.resolved_by} "
-        f"at {_when(alert.resolved_at)} UTC"
-    )
+    _transition(ctx, "resolved", alert_id, by, note)
 
 
 @app.command()

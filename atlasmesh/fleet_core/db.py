@@ -173,19 +173,26 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def open_connection(
+    engine: Engine, where: str, error: type[FleetCoreError] = FleetCoreError
+) -> Connection:
+    """Connect, turning "server down or DSN wrong" into one clear `error` naming `where`."""
+    try:
+        return engine.connect()
+    except sa.exc.OperationalError as exc:
+        raise error(
+            f"cannot connect to the fleet-core database {where}: "
+            f"{str(exc.orig).strip().splitlines()[0]}; check ATLASMESH_FLEET_CORE_DSN "
+            "and that the server is running"
+        ) from exc
+
+
 @contextmanager
 def connect(url: str) -> Iterator[Connection]:
     """A connection whose database errors surface as FleetCoreError with a masked URL."""
     engine = make_engine(url)
     try:
-        try:
-            connection = engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise FleetCoreError(
-                f"cannot connect to the fleet-core database {mask_url(url)}: "
-                f"{str(exc.orig).strip().splitlines()[0]}; check ATLASMESH_FLEET_CORE_DSN "
-                "and that the server is running"
-            ) from exc
+        connection = open_connection(engine, mask_url(url))
         with connection:
             try:
                 yield connection

@@ -886,14 +886,7 @@ def _source(engine_or_url: Engine | str) -> Iterator[tuple[Connection, str]]:
     engine = db.make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     where = engine.url.render_as_string(hide_password=True)
     try:
-        try:
-            connection = engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise ExtractError(
-                f"cannot connect to the fleet-core database {where}: "
-                f"{str(exc.orig).strip().splitlines()[0]}; check ATLASMESH_FLEET_CORE_DSN "
-                "and that the server is running"
-            ) from exc
+        connection = db.open_connection(engine, where, ExtractError)
         if connection.dialect.name == "postgresql":
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection, connection.begin():
