@@ -247,8 +247,8 @@ def _empty_result(ctx: _Context) -> BatchResult:
     return BatchResult(
         ctx.source_file,
         ctx.arrival,
-        PROCESSED_SCHEMA.empty_table(),
-        DLQ_SCHEMA.empty_table(),
+        _empty(PROCESSED_SCHEMA),
+        _empty(DLQ_SCHEMA),
         0,
         0,
         empty=True,
@@ -272,7 +272,7 @@ def _finish_block(out: _Validated, dedup: Deduplicator) -> BatchResult:
         keep = dedup._keep(out.keys)
         res.duplicates = int(len(keep) - np.count_nonzero(keep))
         if res.duplicates:
-            res.accepted = res.accepted.filter(pa.array(keep))
+            res.accepted = res.accepted.filter(arrow_mask(keep))
     res.check()
     return res
 
@@ -312,7 +312,7 @@ def _window_group(window: _Window, dedup: Deduplicator) -> FileGroupResult:
         keep = dedup._keep(outs[0].keys)  # one schema folder: already in file order
     else:
         keep = dedup._keep(_concat_keys(spans))
-    accepted = rows if keep.all() else rows.filter(pa.array(keep))
+    accepted = rows if keep.all() else rows.filter(arrow_mask(keep))
     dead_letters = _in_order(
         [out.result.dead_letters for out in outs],
         np.concatenate([np.zeros(0, dtype=np.int64), *dead_order]),
@@ -353,13 +353,13 @@ def _bounds(ends: np.ndarray, k: int) -> tuple[int, int]:
 def _in_order(tables: list[pa.Table], order: np.ndarray, schema: pa.Schema) -> pa.Table:
     """Rows `order` of the tables taken as one (the tables themselves when in order)."""
     if not tables:
-        return schema.empty_table()
+        return _empty(schema)
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     if len(order) == table.num_rows and (
         not len(order) or (order[0] == 0 and (np.diff(order) == 1).all())
     ):
         return table
-    return table.take(pa.array(order))
+    return table.take(arrow_indices(order))
 
 
 _T = TypeVar("_T")
@@ -578,13 +578,36 @@ def _joined(group: list[tuple[LandingFile, _Block]]) -> _Block:
     return block
 
 
+def _empty(schema: pa.Schema) -> pa.Table:
+    """A table of no rows (`schema.empty_table()` imports pandas on first use)."""
+    return pa.Table.from_batches([], schema=schema)
+
+
+def arrow_mask(mask: np.ndarray) -> pa.BooleanArray:
+    """A numpy boolean mask as an Arrow array, for `Table.filter`.
+
+    Built from its bits: `pa.array()` of numpy or Python values imports pandas on first
+    use (0.4-0.7 s per process, more than validating a demo hour).
+    """
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    bits = np.packbits(mask, bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(mask), [None, pa.py_buffer(bits)])
+
+
+def arrow_indices(indices: np.ndarray) -> pa.Int64Array:
+    """Numpy row positions as an Arrow array, for `Table.take` (without importing pandas)."""
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(indices), [None, pa.py_buffer(indices)])
+
+
 def split_by_event_hour(accepted: pa.Table) -> Iterator[tuple[datetime, pa.Table]]:
     """Accepted rows grouped by the hour of their recorded_at (the processed partition)."""
     if accepted.num_rows == 0:
         return
     if not accepted.schema.equals(PROCESSED_SCHEMA, check_metadata=True):
         accepted = accepted.cast(PROCESSED_SCHEMA)
-    ms = accepted.column("recorded_at").cast(pa.int64()).to_numpy()
+    # polars' to_numpy: pyarrow's imports pandas on first use.
+    ms = pl.Series(accepted.column("recorded_at").cast(pa.int64())).to_numpy()
     hours = np.floor_divide(ms, _HOUR_MS)
     if (hours == hours[0]).all():
         # The usual case (a minute of arrivals is one event hour): no copy at all.
@@ -595,7 +618,7 @@ def split_by_event_hour(accepted: pa.Table) -> Iterator[tuple[datetime, pa.Table
     ends = np.cumsum(np.bincount(inverse, minlength=len(uniq)))
     for k in np.argsort(first).tolist():  # hours in order of first appearance
         start = int(ends[k - 1]) if k else 0
-        yield _hour_start(int(uniq[k])), accepted.take(rows[start : ends[k]])
+        yield _hour_start(int(uniq[k])), accepted.take(arrow_indices(rows[start : ends[k]]))
 
 
 def _hour_start(hour: int) -> datetime:
@@ -645,7 +668,7 @@ class Deduplicator:
         """Return the table without rows seen before (or earlier in it) and how many were dropped."""
         keep = self.keep_mask(table)
         dropped = int((~keep).sum())
-        return (table.filter(pa.array(keep)) if dropped else table), dropped
+        return (table.filter(arrow_mask(keep)) if dropped else table), dropped
 
     def keep_mask(self, table: pa.Table) -> np.ndarray:
         """True for rows not seen before (nor earlier in the table); remembers the kept rows."""
@@ -1226,7 +1249,7 @@ class _Lines:
         for chunk in np.array_split(lines, -(-len(lines) // 1024)):
             if len(chunk) > 16:
                 try:
-                    self.binary.take(pa.array(chunk)).cast(pa.string())
+                    self.binary.take(arrow_indices(chunk)).cast(pa.string())
                     continue
                 except pa.ArrowInvalid:
                     pass  # at least one bad line in this chunk: find which, one by one
@@ -1768,12 +1791,31 @@ class _DeadLetters:
     def table(self) -> tuple[pa.Table, np.ndarray]:
         """The dead letters by file (in block order), then line; and each row's file."""
         if not self.rows:
-            return DLQ_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64)
+            return _empty(DLQ_SCHEMA), np.zeros(0, dtype=np.int64)
         order = sorted(
             range(len(self.rows)), key=lambda i: (self.files[i], self.rows[i]["line_number"])
         )
-        table = pa.Table.from_pylist([self.rows[i] for i in order], schema=DLQ_SCHEMA)
+        rows = [self.rows[i] for i in order]
+        table = pa.Table.from_arrays([_dlq_column(f, rows) for f in DLQ_SCHEMA], schema=DLQ_SCHEMA)
         return table, np.array([self.files[i] for i in order], dtype=np.int64)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_POLARS_OF = {pa.string(): pl.String, pa.bool_(): pl.Boolean, pa.int64(): pl.Int64}
+
+
+def _dlq_column(f: pa.Field, rows: list[dict[str, Any]]) -> pa.Array:
+    """One DLQ column from the records, built through polars.
+
+    `pa.Table.from_pylist` imports pandas on first use (0.4-0.7 s per process, more than
+    validating a demo hour); the values are the same.
+    """
+    values = [r[f.name] for r in rows]
+    if pa.types.is_timestamp(f.type):
+        # Whole milliseconds since the epoch, rounded down like pyarrow's conversion.
+        ms = [None if v is None else (v - _EPOCH) // timedelta(milliseconds=1) for v in values]
+        return pl.Series(ms, dtype=pl.Int64).to_arrow().cast(pa.int64()).cast(f.type)
+    return pl.Series(values, dtype=_POLARS_OF[f.type]).to_arrow().cast(f.type)
 
 
 def _field_exprs(
@@ -2043,14 +2085,16 @@ def _normalised(schema: TelemetrySchema) -> tuple[pl.Expr, ...]:
     return (*out, pl.col("__idx"))
 
 
+@functools.cache
 def _pl_dtype(col: str) -> pl.DataType:
-    return pl.from_arrow(PROCESSED_SCHEMA.empty_table().select([col])).schema[col]
+    # Without `empty_table()`, which imports pandas (0.4-0.7 s per process).
+    f = PROCESSED_SCHEMA.field(col)
+    empty = pa.RecordBatch.from_arrays([pa.nulls(0, f.type)], schema=pa.schema([f]))
+    return pl.from_arrow(empty).schema[col]
 
 
 def _empty_normalised() -> pl.DataFrame:
-    base = pl.from_arrow(PROCESSED_SCHEMA.empty_table()).drop(
-        "ingested_at", "source_file", "line_number"
-    )
+    base = pl.from_arrow(_empty(PROCESSED_SCHEMA)).drop("ingested_at", "source_file", "line_number")
     return base.with_columns(pl.lit(None, dtype=pl.Int64).alias("__idx")).clear()
 
 
@@ -2065,7 +2109,7 @@ def _to_processed(
     """The processed table (in line order), the same rows as polars, and each row's file."""
     if df.height == 0:
         empty = None if sources is None else np.zeros(0, dtype=np.int64)
-        return PROCESSED_SCHEMA.empty_table(), None, empty
+        return _empty(PROCESSED_SCHEMA), None, empty
     idx = df["__idx"].to_numpy()
     if len(idx) > 1 and (np.diff(idx) < 0).any():
         df = df.sort("__idx")

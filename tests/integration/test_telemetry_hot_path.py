@@ -493,6 +493,59 @@ def test_a_loader_killed_midway_leaves_whole_hours_and_the_rerun_heals(
     _assert_metrics_equal(_metrics(ch_client, ch_database, HOUR_A), _expected_metrics(new))
 
 
+def test_a_range_load_swaps_each_hour_like_single_loads(ch_client: Any, ch_database: str) -> None:
+    other_day = HOUR_A - timedelta(hours=5)  # the evening before: another metrics partition
+    tables = {h: processed_hour(h, seed=i) for i, h in enumerate((other_day, HOUR_A, HOUR_B))}
+    hot.load_hour(ch_client, HOUR_B, processed_hour(HOUR_B, seed=9), database=ch_database)
+    empty = HOUR_B + timedelta(hours=1)
+    hot.load_hour(ch_client, empty, processed_hour(empty), database=ch_database)
+    inserts: list[str] = []
+    send = ch_client.raw_insert
+
+    def counting(table: str, *args: Any, **kwargs: Any) -> Any:
+        inserts.append(table)
+        return send(table, *args, **kwargs)
+
+    ch_client.raw_insert = counting
+    try:
+        results = hot.load_hours(
+            ch_client,
+            {**tables, empty: PROCESSED_SCHEMA.empty_table()},
+            database=ch_database,
+            sources={HOUR_A: "lake:a"},
+        )
+    finally:
+        del ch_client.raw_insert
+    # One stage for every hour: one INSERT, as for a single small hour.
+    assert len(inserts) == 1
+    assert [r.hour for r in results] == [other_day, HOUR_A, HOUR_B, empty]
+    assert len({r.load_id for r in results}) == 4
+    for result in results[:3]:
+        table = tables[result.hour]
+        assert (result.rows, result.checksum) == _content_of(ch_client, ch_database, table)
+        assert hot.hour_content(ch_client, result.hour, ch_database) == (
+            result.rows,
+            result.checksum,
+        )
+        assert result.metrics_rows == len(set(table.column("vehicle_id").to_pylist()))
+        _assert_metrics_equal(
+            _metrics(ch_client, ch_database, result.hour), _expected_metrics(table)
+        )
+    assert results[3].rows == results[3].metrics_rows == 0
+    assert hot.hour_content(ch_client, empty, ch_database) == (0, 0)
+    assert _metrics(ch_client, ch_database, empty) == {}
+    logged = ch_client.query(
+        f"SELECT hour, load_id, rows, checksum, metrics_rows, source "
+        f"FROM `{ch_database}`.telemetry_loads_latest AS l "
+        f"JOIN `{ch_database}`.telemetry_loads AS r USING (hour, load_id) ORDER BY hour"
+    ).result_rows
+    assert [(r[1], r[2], r[3], r[4]) for r in logged] == [
+        (x.load_id, x.rows, x.checksum, x.metrics_rows) for x in results
+    ]
+    assert [r[5] for r in logged] == ["arrow", "lake:a", "arrow", "arrow"]
+    assert hot.stage_tables(ch_client, ch_database) == []
+
+
 def test_stale_stages_are_dropped_by_age_and_by_hour(ch_client: Any, ch_database: str) -> None:
     hot.ensure_schema(ch_client, ch_database)
     now = datetime.now(UTC)

@@ -347,6 +347,31 @@ def test_spilled_dedup_decides_like_one_bucket(fleet: Fleet) -> None:
     )
 
 
+def test_a_streamed_build_writes_what_an_in_memory_build_writes(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hour = fleet.arrival_hours[1]
+    in_memory = build_event_hour(fleet.lake, hour)
+    with fleet.lake.open(pipeline.processed_path(hour)) as f:
+        expected = pq.read_table(f)
+    # Batches of 50 rows: the hour no longer fits one batch, so it is read from the lake
+    # batch by batch (as a large hour is) and written in several row groups.
+    monkeypatch.setattr(pipeline, "BATCH_ROWS", 50)
+    streamed = build_event_hour(fleet.lake, hour, bucket_rows=97)
+    with fleet.lake.open(pipeline.processed_path(hour)) as f:
+        parquet = pq.ParquetFile(f)
+        groups = parquet.metadata.num_row_groups
+        written = parquet.read()
+    assert in_memory.staged > 50 and groups > 1
+    assert written.equals(expected)
+    assert (streamed.accepted, streamed.duplicates, streamed.checksum) == (
+        in_memory.accepted,
+        in_memory.duplicates,
+        in_memory.checksum,
+    )
+    assert streamed.accepted_by_arrival == in_memory.accepted_by_arrival
+
+
 def test_a_failed_build_or_stage_leaves_the_published_hour_alone(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
