@@ -9,6 +9,7 @@ import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
 from assets.fleet_core import TABLE_KEYS
+from assets.quality import TELEMETRY_GATE, TelemetryGate, Verdict, telemetry_gate_spec
 from assets.sources import LANDING_TELEMETRY
 from orchestration.partitions import hourly
 from orchestration.resources import LakeResource, WarehouseResource
@@ -19,7 +20,11 @@ HOT_TELEMETRY = dg.AssetKey(["atlasmesh_analytics", "vehicle_telemetry"])
 HOT_METRICS = dg.AssetKey(["atlasmesh_analytics", "vehicle_metrics_hourly"])
 
 CONSERVED = "received_equals_accepted_duplicates_dead_lettered"
+GATE = dg.AssetCheckKey(HOT_TELEMETRY, TELEMETRY_GATE)
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+# Metadata of a range run's one result per check: the hours that failed (each hour also has
+# its own evaluation, which is what alerts follow).
+FAILED_PARTITIONS = "failed_partitions"
 
 # An event hour is built from the arrival hours around it; deliveries later than this
 # re-open it through the staged_hours sensor instead of through the partition mapping.
@@ -38,61 +43,108 @@ def hours_of(context: dg.AssetExecutionContext) -> list[datetime]:
 
 @dataclass
 class HourOutcome:
-    """What one hour of work produced: metadata per asset and conservation checks per asset."""
+    """What one hour of work produced: metadata per asset and a verdict per check."""
 
     metadata: dict[dg.AssetKey, dict[str, Any]]
-    checks: dict[dg.AssetKey, bool] = field(default_factory=dict)
+    checks: dict[dg.AssetCheckKey, Verdict] = field(default_factory=dict)
 
 
 def _partition_runs(
-    context: dg.AssetExecutionContext, work: Callable[[datetime], HourOutcome]
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Run `work` per hour so that every partition gets its own metadata and check result.
+    context: dg.AssetExecutionContext,
+    work: Callable[[datetime], HourOutcome],
+    gate: TelemetryGate | None = None,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | AssetCheckEvaluation]:
+    """Run `work` per hour so that every partition gets its own metadata and check results.
 
     A sensor's run covers one hour: its results are ordinary outputs, so downstream steps
-    in the same run go ahead. A backfill covers many hours in one process (single-run
-    policy): each hour is then recorded as its own partition materialisation and check
-    evaluation, never as one aggregate smeared over the range.
+    in the same run go ahead unless a blocking check failed. A backfill covers many hours in
+    one process (single-run policy): each hour is then recorded as its own partition
+    materialisation and check evaluation, never as one aggregate smeared over the range, and
+    each check adds one result for the range that fails if any hour failed. What the run did
+    not select but the step did anyway (the rest of one swap, its gate) is recorded as
+    events; a failed blocking evaluation among them still fails the step. The hours `work`
+    hands to `gate` are judged whenever a batch is due and at the end; if the step fails,
+    the hours it already loaded are judged before the error is raised.
     """
     hours = hours_of(context)
-    failed: list[str] = []
-    for done, hour in enumerate(hours, start=1):
+    # A one-hour range (start = end) has no partition key for Dagster to put on outputs.
+    single = len(hours) == 1 and context.has_partition_key
+    failed: dict[dg.AssetCheckKey, list[str]] = {}
+
+    def report(
+        hour: datetime, checks: dict[dg.AssetCheckKey, Verdict]
+    ) -> Iterator[dg.AssetCheckResult | AssetCheckEvaluation]:
         partition = hour.strftime(HOUR_KEY_FORMAT)
-        outcome = work(hour)
-        failed += [partition for passed in outcome.checks.values() if not passed]
-        if len(hours) == 1:
-            for key, metadata in outcome.metadata.items():
-                yield dg.MaterializeResult(asset_key=key, metadata=metadata)
-            for key, passed in outcome.checks.items():
+        for key, verdict in checks.items():
+            if not verdict.passed:
+                failed.setdefault(key, []).append(partition)
+            if single and key in context.selected_asset_check_keys:
                 yield dg.AssetCheckResult(
-                    asset_key=key,
-                    check_name=CONSERVED,
-                    passed=passed,
-                    metadata=_counts(outcome.metadata[key]),
+                    asset_key=key.asset_key,
+                    check_name=key.name,
+                    passed=verdict.passed,
+                    metadata=verdict.metadata,
+                    description=verdict.description,
                 )
-            continue
-        for key, metadata in outcome.metadata.items():
-            context.log_event(dg.AssetMaterialization(key, partition=partition, metadata=metadata))
-        for key, passed in outcome.checks.items():
-            context.log_event(
-                AssetCheckEvaluation(
-                    asset_key=key,
-                    check_name=CONSERVED,
-                    passed=passed,
-                    partition=partition,
-                    metadata=_counts(outcome.metadata[key]),
-                )
+                continue
+            # Yielded, not logged: Dagster fails the step on a failed blocking evaluation it
+            # sees go by, and records it even when the step raises right after.
+            yield AssetCheckEvaluation(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=verdict.passed,
+                partition=partition,
+                metadata=verdict.metadata,
+                description=verdict.description,
+                blocking=True,
             )
-        if done % 24 == 0 or done == len(hours):
-            context.log.info(f"{done}/{len(hours)} hours done")
-    if len(hours) > 1:
-        for key in context.selected_asset_check_keys:
+
+    def judge() -> Iterator[dg.AssetCheckResult | AssetCheckEvaluation]:
+        for hour, verdict in gate.judge() if gate is not None else []:
+            yield from report(hour, {GATE: verdict})
+
+    try:
+        for done, hour in enumerate(hours, start=1):
+            partition = hour.strftime(HOUR_KEY_FORMAT)
+            outcome = work(hour)
+            for key, metadata in outcome.metadata.items():
+                if single and key in context.selected_asset_keys:
+                    yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+                else:
+                    context.log_event(
+                        dg.AssetMaterialization(key, partition=partition, metadata=metadata)
+                    )
+            yield from report(hour, outcome.checks)
+            if gate is not None and gate.due():
+                yield from judge()
+            if not single and (done % 24 == 0 or done == len(hours)):
+                context.log.info(f"{done}/{len(hours)} hours done")
+        yield from judge()
+    except Exception:
+        # Hours already in the hot path are judged before the step fails, so none of them
+        # stays there ungated.
+        if gate is not None and gate.pending:
+            try:
+                yield from judge()
+            except Exception as error:
+                context.log.error(f"the hours loaded before the failure were not gated: {error}")
+        raise
+    if not single:
+        for key in sorted(context.selected_asset_check_keys, key=str):
+            names = failed.get(key, [])
             yield dg.AssetCheckResult(
                 asset_key=key.asset_key,
                 check_name=key.name,
-                passed=not failed,
-                metadata={"hours": len(hours), "failed_partitions": ", ".join(failed) or "none"},
+                passed=not names,
+                metadata={"hours": len(hours), FAILED_PARTITIONS: ", ".join(names) or "none"},
+                description=f"{len(names)} of {len(hours)} hours failed"
+                if names
+                else f"all {len(hours)} hours passed",
             )
+
+
+def _conserved(metadata: dict[str, Any], conserved: bool) -> Verdict:
+    return Verdict(passed=conserved, metadata=_counts(metadata))
 
 
 @dg.multi_asset(
@@ -134,7 +186,11 @@ def staged_telemetry(
     def stage(hour: datetime) -> HourOutcome:
         meta = stage_arrival_hour(the_lake, hour, known_vehicles=known).metadata()
         path = the_lake.uri(f"{partition_path(DLQ_PREFIX, hour)}/")
-        return HourOutcome({STAGED: _metadata(meta, path)}, {STAGED: bool(meta["conserved"])})
+        metadata = _metadata(meta, path)
+        return HourOutcome(
+            {STAGED: metadata},
+            {dg.AssetCheckKey(STAGED, CONSERVED): _conserved(metadata, bool(meta["conserved"]))},
+        )
 
     yield from _partition_runs(context, stage)
 
@@ -175,30 +231,46 @@ def staged_telemetry(
             asset=PROCESSED,
             description="staged = accepted + duplicates, for every event hour.",
             blocking=True,
-        )
+        ),
+        telemetry_gate_spec(HOT_TELEMETRY),
     ],
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="warehouse",
+    # So that the gate can run alone, re-gating hours without publishing them; a run that
+    # selects any asset still publishes and gates all of them (see _publishes).
+    can_subset=True,
 )
 def published_telemetry(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ):
-    """Rebuild each event hour from every delivery staged for it, then swap it into ClickHouse."""
+    """Rebuild each event hour from every delivery staged for it, swap it into ClickHouse, gate it."""
     from atlasmesh.telemetry.pipeline import PROCESSED_PREFIX, build_event_hour
     from atlasmesh.telemetry.validate import partition_path
     from atlasmesh.warehouse.telemetry import RETENTION_DAYS, ensure_schema, load_hour_from_lake
 
+    publishing = _publishes(context)
     the_lake, client = lake.lake(), warehouse.client()
     ensure_schema(client)
+    gate = TelemetryGate(
+        warehouse.settings(), client, the_lake, run_id=context.run.run_id, log=context.log
+    )
+
+    def too_old(hour: datetime) -> bool:
+        # The hot table keeps 90 days (seed §9.2): its TTL would drop an older hour again at
+        # once, so a backfill of old history stops at the lake and the hot path holds nothing.
+        return hour < datetime.now(UTC) - timedelta(days=RETENTION_DAYS)
+
+    def regate(hour: datetime) -> HourOutcome:
+        gate.add(hour, 0 if too_old(hour) else None)
+        return HourOutcome(metadata={})
 
     def publish(hour: datetime) -> HourOutcome:
         built = build_event_hour(the_lake, hour).metadata()
         path = the_lake.uri(f"{partition_path(PROCESSED_PREFIX, hour)}/")
-        if hour < datetime.now(UTC) - timedelta(days=RETENTION_DAYS):
-            # The hot table keeps 90 days (seed §9.2): its TTL would drop an older hour
-            # again at once, so a backfill of old history stops at the lake.
+        if too_old(hour):
             skipped = {"rows": 0, "skipped": f"older than the {RETENTION_DAYS}-day hot retention"}
             hot = {HOT_TELEMETRY: skipped, HOT_METRICS: skipped}
+            gate.add(hour, 0)
         else:
             # Loaded from what was just published, never from staging: the warehouse and
             # the lake hold the same rows. An hour with nothing accepted has no processed
@@ -215,12 +287,36 @@ def published_telemetry(
                 },
                 HOT_METRICS: {"rows": loaded.metrics_rows},
             }
+            # Judged against what processing published for the hour.
+            gate.add(hour, int(built["accepted"]))
+        metadata = _metadata(built, path)
         return HourOutcome(
-            metadata={PROCESSED: _metadata(built, path), **hot},
-            checks={PROCESSED: bool(built["conserved"])},
+            metadata={PROCESSED: metadata, **hot},
+            checks={
+                dg.AssetCheckKey(PROCESSED, CONSERVED): _conserved(
+                    metadata, bool(built["conserved"])
+                )
+            },
         )
 
-    yield from _partition_runs(context, publish)
+    yield from _partition_runs(context, publish if publishing else regate, gate)
+
+
+def _publishes(context: dg.AssetExecutionContext) -> bool:
+    """False to re-gate hours (only the gate selected), True to publish them.
+
+    Publishing builds the lake hour and swaps the hot path and its metrics in one go, and
+    gates it: whatever part of the step a run selects, all of it runs, so no hour reaches
+    the hot path ungated.
+    """
+    if context.selected_asset_keys:
+        return True
+    if set(context.selected_asset_check_keys) == {GATE}:
+        return False
+    raise dg.Failure(
+        f"{CONSERVED} is checked when an hour is published: select the publish step's "
+        f"assets, or only {TELEMETRY_GATE} to re-gate hours without publishing them"
+    )
 
 
 def _known_vehicle_ids(warehouse: WarehouseResource) -> list[str]:

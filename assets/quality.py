@@ -1,22 +1,68 @@
-"""Quality gates: blocking checks whose rules live in quality/; a failed telemetry hour is quarantined.
+"""The telemetry quality gate in Dagster: a blocking check of the publish step, judged per hour.
 
-The gate runs on each event hour the hot path just received. A failing hour stops the
-downstream assets of the same run (blocking check) and leaves the hot path for the
+`assets.ingest.published_telemetry` declares `telemetry_hour_conforms` on the hot path and
+hands every hour it loads to a `TelemetryGate`, which validates the hours in batches (a day
+of hours, or one big hour), scores them and quarantines the ones that fail. A failing hour
+stops the downstream assets of the same run (blocking check) and leaves the hot path for the
 quarantine table, so no later run of the marts, features or scoring builds on it either.
 Every evaluation is scored on the seed's six dimensions and stored in `ops.quality_scores`.
+Great Expectations is imported at the first gate, never when the definitions load.
 """
 
+from __future__ import annotations
+
 import warnings
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
-from assets.ingest import HOT_TELEMETRY, HOUR_KEY_FORMAT, hours_of
 from orchestration.partitions import hourly
-from orchestration.resources import LakeResource, WarehouseResource
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+    from atlasmesh.lake import Lake
+    from atlasmesh.settings import Settings
 
 TELEMETRY_GATE = "telemetry_hour_conforms"
+# A batch is validated once it holds a day of hours or this many rows: the gate stays one
+# Great Expectations validation per day of small hours, a big hour is judged as soon as it is
+# loaded, and a step that dies leaves at most one batch of loaded hours unjudged.
+GATE_BATCH_HOURS = 24
+GATE_BATCH_ROWS = 1_000_000
+
+# Partitioned checks are a preview in Dagster 1.13; the gate needs the partition of the hour
+# it judges, so that one preview warning is expected and silenced.
+warnings.filterwarnings(
+    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+)
+
+
+def telemetry_gate_spec(asset: dg.AssetKey) -> dg.AssetCheckSpec:
+    """The gate's check on the hot-path asset: blocking, one evaluation per hour."""
+    return dg.AssetCheckSpec(
+        TELEMETRY_GATE,
+        asset=asset,
+        blocking=True,
+        partitions_def=hourly,
+        description="Great Expectations gate on each loaded event hour "
+        "(quality/suites/telemetry.py): row count equals the processed partition, every "
+        "vehicle in fleet-core, required fields, ranges, unique ids, monotonic odometer, "
+        "plausible speed between fixes. A failing hour is moved to "
+        "vehicle_telemetry_quarantine and blocks everything downstream. Run the check alone "
+        "to re-gate hours without publishing them again.",
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One check's result on one hour, before it becomes a Dagster result or event."""
+
+    passed: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+    description: str | None = None
 
 
 def _gate_metadata(outcome: Any, score: Any, quarantined: int) -> dict[str, Any]:
@@ -42,69 +88,72 @@ def _description(outcome: Any) -> str:
     return f"quarantined, blocked downstream: {details}"[:1000]
 
 
-# Partitioned checks are a preview in Dagster 1.13; the gate needs the partition of the hour
-# it judges, so that one preview warning is expected and silenced.
-warnings.filterwarnings(
-    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
-)
+class TelemetryGate:
+    """Collects the hours a step loaded and judges them a batch at a time."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        client: Client,
+        lake: Lake,
+        *,
+        run_id: str,
+        log: Any,
+    ) -> None:
+        self.settings, self.client, self.lake = settings, client, lake
+        self.run_id, self.log = run_id, log
+        # Hour -> rows the hot path must hold (None: what the lake's build manifest says).
+        self.pending: dict[datetime, int | None] = {}
 
-@dg.asset_check(
-    asset=HOT_TELEMETRY,
-    name=TELEMETRY_GATE,
-    blocking=True,
-    description="Great Expectations gate on each loaded event hour (quality/suites/telemetry.py): "
-    "row count equals the processed partition, every vehicle in fleet-core, required fields, "
-    "ranges, unique ids, monotonic odometer, plausible speed between fixes. A failing hour is "
-    "moved to vehicle_telemetry_quarantine and blocks everything downstream.",
-    partitions_def=hourly,
-    pool="warehouse",
-)
-def telemetry_hour_conforms(
-    context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-):
-    """Validate, score and (when it fails) quarantine every hour of the run in one GX session."""
-    from atlasmesh.warehouse.quarantine import quarantine_hour
-    from quality.score import score_telemetry_hour, store_score
-    from quality.validate import validate_telemetry_hours
+    def add(self, hour: datetime, expected_rows: int | None = None) -> None:
+        """An hour the hot path just received (or one to judge again)."""
+        self.pending[hour] = expected_rows
 
-    hours = hours_of(context)
-    run_id = context.run.run_id
-    the_lake, client = lake.lake(), warehouse.client()
-    outcomes = validate_telemetry_hours(
-        warehouse.settings(), hours, lake=the_lake, client=client, run_id=run_id
-    )
-    failed: list[str] = []
-    for hour, outcome in zip(hours, outcomes, strict=True):
-        partition = hour.strftime(HOUR_KEY_FORMAT)
-        score = score_telemetry_hour(client, hour, lake=the_lake, validation=outcome, run_id=run_id)
-        store_score(client, score)
-        quarantined = 0
-        if not outcome.success:
-            failed.append(partition)
-            quarantined = int(outcome.profile.get("rows") or 0)
-            quarantine_hour(client, hour, load_id=f"quarantine-{run_id}")
-            context.log.warning(f"{partition}: {_description(outcome)}")
-        evaluation = {
-            "passed": outcome.success,
-            "metadata": _gate_metadata(outcome, score, quarantined),
-            "description": _description(outcome),
-        }
-        if len(hours) == 1:
-            yield dg.AssetCheckResult(**evaluation)
-            return
-        context.op_execution_context.log_event(
-            AssetCheckEvaluation(
-                asset_key=HOT_TELEMETRY,
-                check_name=TELEMETRY_GATE,
-                partition=partition,
-                **evaluation,
-            )
+    def due(self) -> bool:
+        """True once the pending hours make a batch."""
+        rows = sum(n or 0 for n in self.pending.values())
+        return len(self.pending) >= GATE_BATCH_HOURS or rows >= GATE_BATCH_ROWS
+
+    def judge(self) -> list[tuple[datetime, Verdict]]:
+        """Validate, score and (when they fail) quarantine the pending hours, oldest first."""
+        from atlasmesh.warehouse.quarantine import quarantine_hour
+        from quality.score import score_telemetry_hours, store_scores
+        from quality.validate import validate_telemetry_hours
+
+        # Taken first: a batch whose judging fails is not judged again by the step's clean-up.
+        pending, self.pending = self.pending, {}
+        hours = sorted(pending)
+        if not hours:
+            return []
+        known = {h: n for h, n in pending.items() if n is not None}
+        outcomes = validate_telemetry_hours(
+            self.settings,
+            hours,
+            expected_rows=known,
+            lake=self.lake,
+            client=self.client,
+            run_id=self.run_id,
         )
-    yield dg.AssetCheckResult(
-        passed=not failed,
-        metadata={"hours": len(hours), "failed_partitions": ", ".join(failed) or "none"},
-        description=f"{len(failed)} of {len(hours)} hours failed and were quarantined"
-        if failed
-        else f"all {len(hours)} hours passed",
-    )
+        scores = score_telemetry_hours(self.client, outcomes, lake=self.lake, run_id=self.run_id)
+        store_scores(self.client, scores)
+        verdicts = []
+        for hour, outcome, score in zip(hours, outcomes, scores, strict=True):
+            quarantined = 0
+            if not outcome.success:
+                quarantined = int(outcome.profile.get("rows") or 0)
+                # An hour already out of the hot path has nothing to move, and swapping its
+                # empty partition into the quarantine would wipe the rows kept there.
+                if quarantined:
+                    quarantine_hour(self.client, hour, load_id=f"quarantine-{self.run_id}")
+                self.log.warning(f"{outcome.partition}: {_description(outcome)}")
+            verdicts.append(
+                (
+                    hour,
+                    Verdict(
+                        passed=outcome.success,
+                        metadata=_gate_metadata(outcome, score, quarantined),
+                        description=_description(outcome),
+                    ),
+                )
+            )
+        return verdicts

@@ -103,6 +103,7 @@ def run_recovery_alerts(context: dg.RunStatusSensorContext, warehouse: Warehouse
 )
 def check_evaluation_alerts(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     """Raise an alert for every failed asset check and resolve it when the check passes again."""
+    from assets.ingest import FAILED_PARTITIONS
     from atlasmesh.alerts import (
         list_alerts,
         quality_gate_failed,
@@ -128,6 +129,10 @@ def check_evaluation_alerts(context: dg.SensorEvaluationContext, warehouse: Ware
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
         partition = evaluation.partition
+        if partition is None and FAILED_PARTITIONS in evaluation.metadata:
+            # A range run's one result for the whole range: each of its hours has its own
+            # evaluation, and an alert per failed hour is what on-call acts on.
+            continue
         if partition is None:
             # A check run as its own step does not carry the partition: its run does.
             if record.run_id not in run_partitions:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -270,16 +270,25 @@ class Received:
         return self.delivered + self.dead_lettered
 
 
-def received_counts(lake: Lake, hour: datetime) -> Received | None:
-    """The hour's received counts from the lake's manifests; None if it was never built."""
+def received_counts(
+    lake: Lake, hour: datetime, *, stages: dict[datetime, Any] | None = None
+) -> Received | None:
+    """The hour's received counts from the lake's manifests; None if it was never built.
+
+    `stages` caches stage manifests across calls: an arrival hour delivers to several
+    event hours, so scoring a range reads each of them once.
+    """
     from atlasmesh.telemetry import pipeline
 
     build = pipeline.read_build_manifest(lake, hour)
     if build is None:
         return None
+    stages = {} if stages is None else stages
     dead = 0.0
     for arrival in build.arrival_hours:
-        stage = pipeline.read_stage_manifest(lake, arrival)
+        if arrival not in stages:
+            stages[arrival] = pipeline.read_stage_manifest(lake, arrival)
+        stage = stages[arrival]
         delivered_here = build.accepted_by_arrival.get(
             arrival, 0
         ) + build.duplicates_by_arrival.get(arrival, 0)
@@ -351,18 +360,19 @@ def telemetry_dimensions(
     return dims
 
 
-def _loaded_rows(client: Client, database: str, hour: datetime) -> int | None:
+def _loaded_rows(client: Client, database: str, hours: Sequence[datetime]) -> dict[datetime, int]:
+    """Rows of each hour's latest load, in one query (hours never loaded are absent)."""
     from atlasmesh.warehouse.telemetry import LATEST_LOADS_VIEW
     from quality.validate import has_table
 
-    if not has_table(client, database, LATEST_LOADS_VIEW):
-        return None
+    if not hours or not has_table(client, database, LATEST_LOADS_VIEW):
+        return {}
     rows = client.query(
-        f"SELECT rows FROM `{database}`.`{LATEST_LOADS_VIEW}` "
-        "WHERE hour = toDateTime({h:UInt32}, 'UTC')",
-        parameters={"h": int(hour.timestamp())},
+        f"SELECT toUInt32(hour), rows FROM `{database}`.`{LATEST_LOADS_VIEW}` "
+        "WHERE hour IN (SELECT toDateTime(arrayJoin({h:Array(UInt32)}), 'UTC'))",
+        parameters={"h": [int(h.timestamp()) for h in hours]},
     ).result_rows
-    return int(rows[0][0]) if rows else None
+    return {datetime.fromtimestamp(int(at), UTC): int(n) for at, n in rows}
 
 
 def score_telemetry_hour(
@@ -407,7 +417,7 @@ def score_telemetry_hour(
         profile,
         received=None if lake is None else received_counts(lake, hour),
         processed_rows=None if lake is None else processed_rows(lake, hour),
-        loaded_rows=_loaded_rows(client, database, hour),
+        loaded_rows=_loaded_rows(client, database, [hour]).get(hour),
     )
     return combine(
         telemetry.DATASET,
@@ -416,6 +426,57 @@ def score_telemetry_hour(
         run_id=run_id or (validation.run_id if validation else None),
         data_docs=(validation.docs_relpath or "") if validation else "",
     )
+
+
+def score_telemetry_hours(
+    client: Client,
+    validations: Sequence[ValidationOutcome],
+    *,
+    lake: Lake | None,
+    database: str | None = None,
+    run_id: str | None = None,
+) -> list[QualityScore]:
+    """Score many gated hours from their gates' measurements: one warehouse query for all.
+
+    Like `score_telemetry_hour` with `validation=` for each, but the load log is read once
+    and every stage manifest once, however many event hours it delivered to.
+    """
+    from atlasmesh.warehouse.telemetry import DATABASE
+    from quality.suites import telemetry
+
+    hours = [
+        datetime.strptime(v.partition, "%Y-%m-%d-%H:%M").replace(tzinfo=UTC) for v in validations
+    ]
+    loaded = _loaded_rows(client, database or DATABASE, hours)
+    stages: dict[datetime, Any] = {}
+    scores = []
+    for hour, validation in zip(hours, validations, strict=True):
+        if validation.dataset != telemetry.DATASET or not validation.profile:
+            raise ValueError(f"{validation.partition}: not a measured telemetry gate outcome")
+        received = None if lake is None else received_counts(lake, hour, stages=stages)
+        dims = telemetry_dimensions(
+            validation.profile,
+            received=received,
+            # The build manifest's accepted rows: what processing published for the hour.
+            processed_rows=None if lake is None else _processed(lake, hour, received),
+            loaded_rows=loaded.get(hour),
+        )
+        scores.append(
+            combine(
+                telemetry.DATASET,
+                validation.partition,
+                dims,
+                run_id=run_id or validation.run_id,
+                data_docs=validation.docs_relpath or "",
+            )
+        )
+    return scores
+
+
+def _processed(lake: Lake, hour: datetime, received: Received | None) -> int:
+    from quality.validate import processed_rows
+
+    return received.accepted if received is not None else processed_rows(lake, hour)
 
 
 # --- Other datasets: scored from their suite's results ------------------------------------------
@@ -510,24 +571,37 @@ def ensure_schema(client: Client, database: str = OPS_DATABASE) -> None:
 
 def store_score(client: Client, score: QualityScore, *, database: str = OPS_DATABASE) -> None:
     """Append a score to the history (the latest view then shows it for its partition)."""
+    store_scores(client, [score], database=database)
+
+
+def store_scores(
+    client: Client, scores: Sequence[QualityScore], *, database: str = OPS_DATABASE
+) -> None:
+    """Append many scores to the history in one insert."""
+    if not scores:
+        return
     ensure_schema(client, database)
-    details = {n: d.detail for n, d in score.dimensions.items()}
-    row = [
-        score.dataset,
-        score.partition,
-        score.run_id,
-        score.measured_at,
-        float(score.score),
-        bool(score.passed),
-        *(
-            None if score.dimensions.get(n) is None else float(score.dimensions[n].score)
-            for n in th.DIMENSIONS
-        ),
-        score.failed_dimensions,
-        json.dumps(details, default=str, sort_keys=True),
-        score.data_docs,
+    rows = [
+        [
+            score.dataset,
+            score.partition,
+            score.run_id,
+            score.measured_at,
+            float(score.score),
+            bool(score.passed),
+            *(
+                None if score.dimensions.get(n) is None else float(score.dimensions[n].score)
+                for n in th.DIMENSIONS
+            ),
+            score.failed_dimensions,
+            json.dumps(
+                {n: d.detail for n, d in score.dimensions.items()}, default=str, sort_keys=True
+            ),
+            score.data_docs,
+        ]
+        for score in scores
     ]
-    client.insert(f"`{database}`.`{SCORES_TABLE}`", [row], column_names=list(_COLUMNS))
+    client.insert(f"`{database}`.`{SCORES_TABLE}`", rows, column_names=list(_COLUMNS))
 
 
 def score_history(

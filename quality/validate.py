@@ -1,22 +1,24 @@
 """Run suites against the warehouse and return what a gate needs: pass/fail, details, Data Docs.
 
 A batch is a SELECT (see `quality.suites`). For the run it becomes a view in the `ops`
-database, or, for a one-row measurement, a small table computed once; Great Expectations
-validates it through its SQL datasource over the ClickHouse HTTP interface
-(clickhouse-sqlalchemy), so expectations run as queries in the warehouse and no rows travel
-to Python. A Checkpoint stores each result; one Data Docs build per session renders the new
-pages and the index. The view, data asset, validation definition and checkpoint live only
-for the run.
+database, or, for a measurement (a row per telemetry hour), a small table computed once;
+Great Expectations validates it through its SQL datasource over the ClickHouse HTTP
+interface (clickhouse-sqlalchemy), so expectations run as queries in the warehouse and no
+rows travel to Python. One GX session (context, run-scoped assets, validation definitions
+and checkpoints) serves all the validations of a call, and one Data Docs build renders
+their pages and the index. Many telemetry hours are one measurement table and one
+validation (`validate_telemetry_hours`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -44,6 +46,11 @@ _ASSET_SUFFIX = re.compile(r"__[0-9a-f]{12}$")
 _STALE_VIEW_AFTER = timedelta(hours=1)
 # Values shown per failed expectation (GX's partial_unexpected_list is up to 20).
 _SAMPLE = 5
+# Hours measured by one query: grouping costs a sort by (vehicle, hour) that one hour read in
+# table order does not, and the window functions hold the rows of a whole group, so a group
+# stays under about a million rows (a 1 Hz hour of 1,000 vehicles, 3.6 M rows, goes alone).
+MEASURE_ROWS_PER_QUERY = 1_000_000
+MEASURE_HOURS_PER_QUERY = 168
 
 
 @dataclass(frozen=True)
@@ -161,29 +168,37 @@ def _clean(value: Any) -> Any:
     return str(value)
 
 
-def _outcome(result: Any) -> ExpectationOutcome:
-    """Our view of one ExpectationValidationResult."""
-    from great_expectations.expectations.metadata_types import FailureSeverity
-
-    config = result.expectation_config
-    meta = config.meta or {}
-    kwargs = config.kwargs or {}
-    res = result.result or {}
-    error = None
+def _exception(result: Any) -> str | None:
+    """The error of an expectation whose query failed, else None."""
     info = result.exception_info or {}
     # exception_info is either one record or a dict of records keyed by metric.
     records = [info] if "raised_exception" in info else list(info.values())
     for rec in records:
         if isinstance(rec, dict) and rec.get("raised_exception"):
-            error = str(rec.get("exception_message") or "exception")[:500]
-            break
+            return str(rec.get("exception_message") or "exception")[:500]
+    return None
+
+
+def _blocking(config: Any) -> bool:
+    from great_expectations.expectations.metadata_types import FailureSeverity
+
+    return config.severity == FailureSeverity.CRITICAL
+
+
+def _outcome(result: Any) -> ExpectationOutcome:
+    """Our view of one ExpectationValidationResult."""
+    config = result.expectation_config
+    meta = config.meta or {}
+    kwargs = config.kwargs or {}
+    res = result.result or {}
+    error = _exception(result)
     sample = res.get("partial_unexpected_list") or []
     return ExpectationOutcome(
         rule=str(meta.get(RULE, config.type)),
         dimension=str(meta.get(DIMENSION, "validity")),
         expectation=config.type,
         column=kwargs.get("column"),
-        blocking=config.severity == FailureSeverity.CRITICAL,
+        blocking=_blocking(config),
         success=bool(result.success) and error is None,
         observed=_clean(res.get("observed_value")),
         element_count=res.get("element_count"),
@@ -195,13 +210,59 @@ def _outcome(result: Any) -> ExpectationOutcome:
     )
 
 
-def _read_profile(client: Client, table: str) -> dict[str, Any]:
+def _outcomes_by_partition(
+    result: Any, profiles: dict[str, dict[str, Any]]
+) -> dict[str, list[ExpectationOutcome]]:
+    """Each measured hour's verdict per rule from one validation of the table of all of them.
+
+    Every failed per-row expectation lists the hours it found (`unexpected_index_list` on
+    the partition column); an hour it does not list passed it. An expectation that failed
+    without naming hours (its query failed) cannot be attributed, so it fails every hour.
+    """
+    from quality.suites.telemetry import PARTITION
+
+    by_partition: dict[str, list[ExpectationOutcome]] = {p: [] for p in profiles}
+    for r in result.results:
+        config = r.expectation_config
+        meta, kwargs, res = config.meta or {}, config.kwargs or {}, r.result or {}
+        error = _exception(r)
+        failing = {str(row[PARTITION]) for row in res.get("unexpected_index_list") or []}
+        if error is not None or (not r.success and not failing):
+            failing = set(profiles)
+            error = error or "failed without naming the hours it found"
+        column = kwargs.get("column") or kwargs.get("column_A")
+        for partition, profile in profiles.items():
+            bad = partition in failing
+            by_partition[partition].append(
+                ExpectationOutcome(
+                    rule=str(meta.get(RULE, config.type)),
+                    dimension=str(meta.get(DIMENSION, "validity")),
+                    expectation=config.type,
+                    column=column,
+                    blocking=_blocking(config),
+                    success=not bad,
+                    observed=profile.get(column),
+                    element_count=1,
+                    error=error if bad else None,
+                    description=config.description,
+                )
+            )
+    return by_partition
+
+
+def _read_profiles(client: Client, table: str) -> list[dict[str, Any]]:
     result = client.query(f"SELECT * FROM {table}")
-    if len(result.result_rows) != 1:
-        raise ValueError(
-            f"a materialized batch must be one row of measurements, got {len(result.result_rows)}"
-        )
-    return {k: _clean(v) for k, v in zip(result.column_names, result.result_rows[0], strict=True)}
+    return [
+        {k: _clean(v) for k, v in zip(result.column_names, row, strict=True)}
+        for row in result.result_rows
+    ]
+
+
+def _read_profile(client: Client, table: str) -> dict[str, Any]:
+    rows = _read_profiles(client, table)
+    if len(rows) != 1:
+        raise ValueError(f"a materialized batch must be one row of measurements, got {len(rows)}")
+    return rows[0]
 
 
 def _view_name(now: datetime) -> str:
@@ -249,6 +310,145 @@ def _docs_location(settings: Settings, url: str | None) -> tuple[Path | None, st
     except ValueError:
         return path, None
     return path, rel.as_posix()
+
+
+@dataclass
+class _Validated:
+    """One Great Expectations validation of a session: its result and its stored identifier."""
+
+    suite: Any
+    batch: Batch
+    identifier: Any
+    result: Any
+    seconds: float
+    docs_path: Path | None = None
+    docs_relpath: str | None = None
+
+
+class _Session:
+    """One GX context for many validations: run-scoped objects, one Data Docs build."""
+
+    def __init__(
+        self, settings: Settings, context: Any, *, run_id: str, now: datetime, ops_database: str
+    ) -> None:
+        self.settings, self.context = settings, context
+        self.run_id, self.now, self.ops_database = run_id, now, ops_database
+        self.datasource = context.data_sources.add_or_update_sql(
+            name=qc.DATASOURCE, connection_string="${" + qc.URL_VARIABLE + "}"
+        )
+        _remove_leftovers(context, self.datasource)
+        self.validated: list[_Validated] = []
+
+    def validate(
+        self, suite: Any, batch: Batch, table: str, result_format: dict[str, Any] | None = None
+    ) -> _Validated:
+        """Validate `table` (in the ops database) with `suite` through a run-scoped checkpoint."""
+        from great_expectations.checkpoint import Checkpoint
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.core.validation_definition import ValidationDefinition
+
+        started = time.perf_counter()
+        name = _asset_name(batch, uuid.uuid4().hex[:12])
+        asset = self.datasource.add_table_asset(
+            name=name, table_name=table, schema_name=self.ops_database
+        )
+        definition = self.context.validation_definitions.add(
+            ValidationDefinition(
+                name=name,
+                data=asset.add_batch_definition_whole_table("partition"),
+                suite=self.context.suites.add_or_update(suite),
+            )
+        )
+        checkpoint = self.context.checkpoints.add(
+            Checkpoint(
+                name=name,
+                validation_definitions=[definition],
+                result_format=result_format or {"result_format": "SUMMARY"},
+            )
+        )
+        result = checkpoint.run(
+            expectation_parameters=batch.parameters,
+            run_id=RunIdentifier(
+                run_name=f"{batch.dataset} {batch.partition} {self.run_id}", run_time=self.now
+            ),
+        )
+        identifier, validation = next(iter(result.run_results.items()))
+        done = _Validated(suite, batch, identifier, validation, time.perf_counter() - started)
+        self.validated.append(done)
+        return done
+
+    def build_docs(self) -> float:
+        """Render the session's result pages, their suites and the index once; seconds taken."""
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+        )
+
+        started = time.perf_counter()
+        suites = {v.suite.name for v in self.validated}
+        resources = [v.identifier for v in self.validated]
+        resources += [ExpectationSuiteIdentifier(name=name) for name in sorted(suites)]
+        self.context.build_data_docs(site_names=[qc.SITE_NAME], resource_identifiers=resources)
+        for v in self.validated:
+            urls = self.context.get_docs_sites_urls(
+                resource_identifier=v.identifier, site_name=qc.SITE_NAME
+            )
+            v.docs_path, v.docs_relpath = _docs_location(
+                self.settings, urls[0]["site_url"] if urls else None
+            )
+        return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _session(
+    settings: Settings, *, run_id: str, now: datetime, ops_database: str
+) -> Iterator[tuple[_Session, float]]:
+    """A GX session under the project lock, and the seconds it took to open."""
+    opening = time.perf_counter()
+    with qc.open_context(settings) as context:
+        session = _Session(settings, context, run_id=run_id, now=now, ops_database=ops_database)
+        try:
+            yield session, time.perf_counter() - opening
+        finally:
+            _remove_leftovers(context, session.datasource)
+
+
+def _validation_outcome(
+    session: _Session,
+    done: _Validated,
+    *,
+    results: Sequence[ExpectationOutcome] | None = None,
+    partition: str | None = None,
+    profile: dict[str, Any] | None = None,
+    timings: dict[str, float],
+) -> ValidationOutcome:
+    """A partition's outcome from a validation (of it alone, or of the table it is a row of)."""
+    results = tuple(results if results is not None else (_outcome(r) for r in done.result.results))
+    outcome = ValidationOutcome(
+        dataset=done.batch.dataset,
+        partition=partition or done.batch.partition,
+        suite=done.suite.name,
+        run_id=session.run_id,
+        success=all(r.success for r in results if r.blocking),
+        results=results,
+        validated_at=session.now,
+        duration_s=sum(timings.values()),
+        docs_path=done.docs_path,
+        docs_url=done.docs_path.as_uri() if done.docs_path else None,
+        docs_relpath=done.docs_relpath,
+        profile=profile or {},
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
+    log.info(
+        "%s %s: %s (%d expectations, %d failed, %d warnings) in %.2fs",
+        outcome.suite,
+        outcome.partition,
+        "passed" if outcome.success else "FAILED",
+        len(results),
+        len(outcome.failures),
+        len(outcome.warnings),
+        outcome.duration_s,
+    )
+    return outcome
 
 
 def run_suite(
@@ -299,127 +499,32 @@ def run_suites(
                 client.command(f"CREATE VIEW {quote(ops_database, view)} AS {batch.sql}")
                 profile = {}
             prepared.append((suite, batch, view, profile, time.perf_counter() - started))
-        opening = time.perf_counter()
-        with qc.open_context(settings) as context:
-            return _validate_in_context(
-                settings,
-                context,
-                prepared,
-                run_id=run_id,
-                now=now,
-                ops_database=ops_database,
-                context_s=time.perf_counter() - opening,
-            )
+        with _session(settings, run_id=run_id, now=now, ops_database=ops_database) as (
+            session,
+            open_s,
+        ):
+            done = [session.validate(suite, batch, view) for suite, batch, view, _, _ in prepared]
+            # Costs shared by the session are split evenly among its validations.
+            docs_s = session.build_docs() / len(done) if done else 0.0
+            return [
+                _validation_outcome(
+                    session,
+                    validated,
+                    profile=profile,
+                    timings={
+                        "measure": measure_s,
+                        "open_context": open_s / len(done),
+                        "validate": validated.seconds,
+                        "data_docs": docs_s,
+                    },
+                )
+                for (_, _, _, profile, measure_s), validated in zip(prepared, done, strict=True)
+            ]
     finally:
         for view in views:
             client.command(f"DROP TABLE IF EXISTS {quote(ops_database, view)}")
         if own_client:
             client.close()
-
-
-def _validate_in_context(
-    settings: Settings,
-    context: Any,
-    prepared: list[tuple[Any, Batch, str, dict[str, Any], float]],
-    *,
-    run_id: str,
-    now: datetime,
-    ops_database: str,
-    context_s: float,
-) -> list[ValidationOutcome]:
-    from great_expectations.checkpoint import Checkpoint
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.core.validation_definition import ValidationDefinition
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-    )
-
-    datasource = context.data_sources.add_or_update_sql(
-        name=qc.DATASOURCE, connection_string="${" + qc.URL_VARIABLE + "}"
-    )
-    _remove_leftovers(context, datasource)
-    runs = []
-    try:
-        for suite, batch, view, profile, prep_s in prepared:
-            started = time.perf_counter()
-            name = _asset_name(batch, uuid.uuid4().hex[:12])
-            asset = datasource.add_table_asset(name=name, table_name=view, schema_name=ops_database)
-            definition = context.validation_definitions.add(
-                ValidationDefinition(
-                    name=name,
-                    data=asset.add_batch_definition_whole_table("partition"),
-                    suite=context.suites.add_or_update(suite),
-                )
-            )
-            checkpoint = context.checkpoints.add(
-                Checkpoint(
-                    name=name,
-                    validation_definitions=[definition],
-                    result_format={"result_format": "SUMMARY"},
-                )
-            )
-            result = checkpoint.run(
-                expectation_parameters=batch.parameters,
-                run_id=RunIdentifier(
-                    run_name=f"{batch.dataset} {batch.partition} {run_id}", run_time=now
-                ),
-            )
-            identifier, validation = next(iter(result.run_results.items()))
-            runs.append(
-                (
-                    suite,
-                    batch,
-                    profile,
-                    identifier,
-                    validation,
-                    prep_s,
-                    time.perf_counter() - started,
-                )
-            )
-    finally:
-        _remove_leftovers(context, datasource)
-    started = time.perf_counter()
-    # One Data Docs build for the whole session: the new result pages, their suites, the index.
-    resources = [r[3] for r in runs] + [ExpectationSuiteIdentifier(name=r[0].name) for r in runs]
-    context.build_data_docs(site_names=[qc.SITE_NAME], resource_identifiers=resources)
-    # Costs shared by the session are split evenly among its validations.
-    shared = {
-        "open_context": context_s / max(1, len(runs)),
-        "data_docs": (time.perf_counter() - started) / max(1, len(runs)),
-    }
-    outcomes = []
-    for suite, batch, profile, identifier, validation, measure_s, validate_s in runs:
-        timings = {"measure": measure_s, **shared, "validate": validate_s}
-        urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name=qc.SITE_NAME)
-        docs_path, docs_rel = _docs_location(settings, urls[0]["site_url"] if urls else None)
-        results = tuple(_outcome(r) for r in validation.results)
-        outcome = ValidationOutcome(
-            dataset=batch.dataset,
-            partition=batch.partition,
-            suite=suite.name,
-            run_id=run_id,
-            success=all(r.success for r in results if r.blocking),
-            results=results,
-            validated_at=now,
-            duration_s=sum(timings.values()),
-            docs_path=docs_path,
-            docs_url=docs_path.as_uri() if docs_path else None,
-            docs_relpath=docs_rel,
-            profile=profile,
-            timings={k: round(v, 3) for k, v in timings.items()},
-        )
-        log.info(
-            "%s %s: %s (%d expectations, %d failed, %d warnings) in %.2fs",
-            outcome.suite,
-            outcome.partition,
-            "passed" if outcome.success else "FAILED",
-            len(results),
-            len(outcome.failures),
-            len(outcome.warnings),
-            outcome.duration_s,
-        )
-        outcomes.append(outcome)
-    return outcomes
 
 
 def processed_rows(lake: Lake, hour: datetime) -> int:
@@ -477,42 +582,150 @@ def validate_telemetry_hours(
     fleet_core_database: str | None = "fleet_core",
     run_id: str | None = None,
     client: Client | None = None,
+    ops_database: str = OPS_DATABASE,
 ) -> list[ValidationOutcome]:
-    """The telemetry gate on many event hours in one GX session and one Data Docs build."""
+    """The telemetry gate on many event hours: one measurement table, one validation of it.
+
+    The hours are measured into one table (a row per hour, `MEASURE_ROWS_PER_QUERY` rows
+    scanned per query at most). One hour is validated alone with the hour suite. Several are
+    validated together with the per-row form of the same rules, whose failures name their
+    hours; an hour that fails a blocking rule there (or every hour, when a failure could not
+    be attributed) is validated again alone, so it gets its own verdict and Data Docs page.
+    Outcomes come back in the order of `hours`.
+    """
     from atlasmesh.lake import Lake
     from atlasmesh.warehouse.client import connect
     from atlasmesh.warehouse.telemetry import DATABASE, LOADS_TABLE
     from quality.suites import telemetry
 
+    hours = [telemetry.on_the_hour(h) for h in hours]
+    if not hours:
+        return []
     database = database or DATABASE
-    the_lake = lake or Lake.from_settings(settings)
+    now = datetime.now(UTC)
+    run_id = run_id or uuid.uuid4().hex
     own_client = client is None
     client = client or connect(settings)
+    known = {telemetry.on_the_hour(h): n for h, n in (expected_rows or {}).items()}
+    the_lake = None if all(h in known for h in hours) else lake or Lake.from_settings(settings)
+    expected = {h: known[h] if h in known else processed_rows(the_lake, h) for h in hours}
+    measured = _view_name(now)
+    views = [measured]
     try:
+        client.command(f"CREATE DATABASE IF NOT EXISTS {quote(ops_database)}")
+        _drop_stale_views(client, ops_database, now)
+        started = time.perf_counter()
         with_loads = has_table(client, database, LOADS_TABLE)
-        suite = telemetry.telemetry_hour_suite(fleet_core_database=fleet_core_database)
-        known = expected_rows or {}
-
-        def expected(hour: datetime) -> int:
-            return known[hour] if hour in known else processed_rows(the_lake, hour)
-
-        checks = [
-            (
-                suite,
-                telemetry.telemetry_hour_batch(
-                    hour,
-                    expected_rows=expected(hour),
-                    database=database,
-                    fleet_core_database=fleet_core_database,
-                    with_loads=with_loads,
-                ),
+        for i, group in enumerate(_measure_groups(sorted(set(hours)), expected)):
+            sql = telemetry.profile_sql(
+                database,
+                group,
+                fleet_core_database=fleet_core_database,
+                with_loads=with_loads,
+                expected_rows={h: expected[h] for h in group},
             )
-            for hour in hours
-        ]
-        return run_suites(settings, checks, run_id=run_id, client=client)
+            target = quote(ops_database, measured)
+            client.command(
+                f"CREATE TABLE {target} ENGINE = Memory AS {sql}"
+                if i == 0
+                else f"INSERT INTO {target} {sql}"
+            )
+        profiles = {
+            p[telemetry.PARTITION]: p for p in _read_profiles(client, quote(ops_database, measured))
+        }
+        measure_s = time.perf_counter() - started
+        keys = [telemetry.partition_key(h) for h in sorted(set(hours))]
+        with _session(settings, run_id=run_id, now=now, ops_database=ops_database) as (
+            session,
+            open_s,
+        ):
+            hour_suite = telemetry.telemetry_hour_suite(fleet_core_database=fleet_core_database)
+
+            def alone(key: str, table: str) -> _Validated:
+                hour = next(h for h in hours if telemetry.partition_key(h) == key)
+                batch = Batch(
+                    telemetry.DATASET,
+                    key,
+                    sql="",
+                    parameters={telemetry.EXPECTED_ROWS: expected[hour]},
+                )
+                return session.validate(hour_suite, batch, table)
+
+            if len(keys) == 1:
+                together, by_partition, suspects = None, {}, keys
+            else:
+                together = session.validate(
+                    telemetry.telemetry_hours_suite(fleet_core_database=fleet_core_database),
+                    Batch(telemetry.DATASET, f"{keys[0]}..{keys[-1]}", sql=""),
+                    measured,
+                    result_format={
+                        "result_format": "COMPLETE",
+                        "unexpected_index_column_names": [telemetry.PARTITION],
+                    },
+                )
+                by_partition = _outcomes_by_partition(together.result, profiles)
+                suspects = [
+                    key
+                    for key, results in by_partition.items()
+                    if any(r.blocking and not r.success for r in results)
+                ]
+            own: dict[str, _Validated] = {}
+            for key in suspects:
+                table = measured
+                if len(keys) > 1:
+                    table = _view_name(now)
+                    views.append(table)
+                    client.command(
+                        f"CREATE VIEW {quote(ops_database, table)} AS SELECT * FROM "
+                        f"{quote(ops_database, measured)} WHERE {telemetry.PARTITION} = '{key}'"
+                    )
+                own[key] = alone(key, table)
+            docs_s = session.build_docs()
+            # Costs shared by the session are split evenly among its hours.
+            shared = {
+                "measure": measure_s / len(keys),
+                "open_context": open_s / len(keys),
+                "validate": (together.seconds if together else 0.0) / len(keys),
+                "data_docs": docs_s / len(keys),
+            }
+            outcomes = {}
+            for key in keys:
+                if key in own:
+                    timings = {**shared, "validate": shared["validate"] + own[key].seconds}
+                    outcomes[key] = _validation_outcome(
+                        session, own[key], profile=profiles[key], timings=timings
+                    )
+                else:
+                    outcomes[key] = _validation_outcome(
+                        session,
+                        together,
+                        results=by_partition[key],
+                        partition=key,
+                        profile=profiles[key],
+                        timings=shared,
+                    )
+        return [outcomes[telemetry.partition_key(h)] for h in hours]
     finally:
+        for view in reversed(views):
+            client.command(f"DROP TABLE IF EXISTS {quote(ops_database, view)}")
         if own_client:
             client.close()
+
+
+def _measure_groups(hours: list[datetime], expected: dict[datetime, int]) -> list[list[datetime]]:
+    """Consecutive hours in groups of at most MEASURE_ROWS_PER_QUERY rows (a bigger hour alone)."""
+    groups: list[list[datetime]] = [[]]
+    rows = 0
+    for hour in hours:
+        if groups[-1] and (
+            rows + expected[hour] > MEASURE_ROWS_PER_QUERY
+            or len(groups[-1]) >= MEASURE_HOURS_PER_QUERY
+        ):
+            groups.append([])
+            rows = 0
+        groups[-1].append(hour)
+        rows += expected[hour]
+    return groups
 
 
 def has_table(client: Client, database: str, table: str) -> bool:

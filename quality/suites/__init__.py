@@ -8,6 +8,7 @@ name a suite must stay fast to load.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,69 @@ def build_suite(name: str, expectations: list[Any]) -> Any:
             "an invalid configuration (see the log above)"
         )
     return suite
+
+
+def unique(columns: Sequence[str], rule: str) -> Any:
+    """One column's values, or several columns' combinations, never repeat."""
+    import great_expectations.expectations as gxe
+
+    if len(columns) == 1:
+        return tag(gxe.ExpectColumnValuesToBeUnique(column=columns[0]), "uniqueness", rule)
+    expectation = gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns))
+    return tag(expectation, "uniqueness", rule)
+
+
+def present(columns: Sequence[str], *, rule: str | None = None) -> list[Any]:
+    """No NULL in these columns; rules `<column>_present` unless one `rule` names them all."""
+    import great_expectations.expectations as gxe
+
+    return [
+        tag(gxe.ExpectColumnValuesToNotBeNull(column=c), "completeness", rule or f"{c}_present")
+        for c in columns
+    ]
+
+
+def accepted(values: Mapping[str, Sequence[Any]]) -> list[Any]:
+    """Each column holds only its listed values (rules `<column>_accepted`)."""
+    import great_expectations.expectations as gxe
+
+    return [
+        tag(
+            gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(allowed)),
+            "validity",
+            f"{column}_accepted",
+        )
+        for column, allowed in values.items()
+    ]
+
+
+def non_negative(columns: Sequence[str], dimension: str) -> list[Any]:
+    """Amounts and measures that cannot be below zero (rules `<column>_non_negative`)."""
+    import great_expectations.expectations as gxe
+
+    return [
+        tag(
+            gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0),
+            dimension,
+            f"{column}_non_negative",
+        )
+        for column in columns
+    ]
+
+
+def no_rows(
+    query: str, dimension: str, rule: str, description: str, *, blocking: bool = True
+) -> Any:
+    """A query over `{batch}` that returns the offending rows; any row fails the rule.
+
+    Great Expectations fills `{batch}` with str.format, so other braces must be doubled.
+    """
+    import great_expectations.expectations as gxe
+
+    expectation = gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query=query, description=description
+    )
+    return tag(expectation, dimension, rule, blocking=blocking)
 
 
 def quote(*names: str) -> str:

@@ -14,7 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from quality.suites import Batch, build_suite, quote, tag
+from quality.suites import (
+    Batch,
+    accepted,
+    build_suite,
+    no_rows,
+    non_negative,
+    present,
+    quote,
+    unique,
+)
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -92,66 +101,40 @@ def fleet_core_batch(table: str, *, database: str = DATABASE) -> Batch:
 
 def fleet_core_suite(table: str, *, database: str = DATABASE) -> gx.ExpectationSuite:
     """Unique keys, existing parents, allowed values and non-negative amounts of one table."""
-    import great_expectations.expectations as gxe
-
     rules = _rules(table)
     items: list[Any] = [
-        tag(gxe.ExpectColumnValuesToNotBeNull(column=rules.key), "completeness", "key_present"),
-        tag(gxe.ExpectColumnValuesToBeUnique(column=rules.key), "uniqueness", "key_unique"),
+        *present([rules.key], rule="key_present"),
+        unique([rules.key], "key_unique"),
+        *(unique([column], f"{column}_unique") for column in rules.unique),
     ]
-    for column in rules.unique:
-        items.append(
-            tag(gxe.ExpectColumnValuesToBeUnique(column=column), "uniqueness", f"{column}_unique")
-        )
     for column, parent in rules.references.items():
         ever = quote(database, parent)
         live = quote(database, parent + "_current")
-        # Braces are doubled: Great Expectations fills {batch} with str.format.
         dangling = (
             f"SELECT {column}, count() AS rows FROM {{batch}} "
             f"WHERE {column} IS NOT NULL AND {column} NOT IN (SELECT {column} FROM {ever}) "
             f"GROUP BY {column}"
-        )
-        items.append(
-            tag(
-                gxe.UnexpectedRowsExpectation(
-                    unexpected_rows_query=dangling,
-                    description=f"Every {column} of {table} exists in {parent}.",
-                ),
-                "consistency",
-                f"{column}_exists",
-            )
         )
         deleted = (
             f"SELECT {column}, count() AS rows FROM {{batch}} "
             f"WHERE {column} IS NOT NULL AND {column} IN (SELECT {column} FROM {ever}) "
             f"AND {column} NOT IN (SELECT {column} FROM {live}) GROUP BY {column}"
         )
-        items.append(
-            tag(
-                gxe.UnexpectedRowsExpectation(
-                    unexpected_rows_query=deleted,
-                    description=f"Live {table} rows point at {parent} that were deleted since.",
-                ),
+        items += [
+            no_rows(
+                dangling,
+                "consistency",
+                f"{column}_exists",
+                f"Every {column} of {table} exists in {parent}.",
+            ),
+            no_rows(
+                deleted,
                 "consistency",
                 f"{column}_not_deleted",
+                f"Live {table} rows point at {parent} that were deleted since.",
                 blocking=False,
-            )
-        )
-    for column, values in rules.accepted_values.items():
-        items.append(
-            tag(
-                gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)),
-                "validity",
-                f"{column}_accepted",
-            )
-        )
-    for column in rules.non_negative:
-        items.append(
-            tag(
-                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0),
-                "validity",
-                f"{column}_non_negative",
-            )
-        )
+            ),
+        ]
+    items += accepted(rules.accepted_values)
+    items += non_negative(rules.non_negative, "validity")
     return build_suite(f"fleet_core_{table}", items)

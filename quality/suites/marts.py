@@ -18,7 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from atlasmesh.telemetry import policy
 from quality import thresholds as th
-from quality.suites import Batch, build_suite, quote, tag
+from quality.suites import (
+    Batch,
+    accepted,
+    build_suite,
+    no_rows,
+    non_negative,
+    present,
+    quote,
+    tag,
+    unique,
+)
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -156,44 +166,12 @@ def mart_suite(
             ),
             "completeness",
             "row_count_vs_previous_period",
-        )
+        ),
+        unique(spec.keys, "key_unique"),
+        *present(spec.not_null),
+        *accepted(spec.accepted_values),
+        *non_negative(spec.non_negative, "accuracy"),
     ]
-    if len(spec.keys) == 1:
-        items.append(
-            tag(gxe.ExpectColumnValuesToBeUnique(column=spec.keys[0]), "uniqueness", "key_unique")
-        )
-    else:
-        items.append(
-            tag(
-                gxe.ExpectCompoundColumnsToBeUnique(column_list=list(spec.keys)),
-                "uniqueness",
-                "key_unique",
-            )
-        )
-    for column in spec.not_null:
-        items.append(
-            tag(
-                gxe.ExpectColumnValuesToNotBeNull(column=column),
-                "completeness",
-                f"{column}_present",
-            )
-        )
-    for column, values in spec.accepted_values.items():
-        items.append(
-            tag(
-                gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)),
-                "validity",
-                f"{column}_accepted",
-            )
-        )
-    for column in spec.non_negative:
-        items.append(
-            tag(
-                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0),
-                "accuracy",
-                f"{column}_non_negative",
-            )
-        )
     start, end = _bounds(day)
     for rec in spec.reconciliations:
         source = rec.source_sql.format(
@@ -209,13 +187,11 @@ def mart_suite(
             f"> {rec.tolerance!r} * greatest(abs(ifNull(source_total, 0)), 1)"
         )
         items.append(
-            tag(
-                gxe.UnexpectedRowsExpectation(
-                    unexpected_rows_query=query,
-                    description=f"{rec.mart_total} of the day equals its source ({rec.name}).",
-                ),
+            no_rows(
+                query,
                 "consistency",
                 rec.name,
+                f"{rec.mart_total} of the day equals its source ({rec.name}).",
             )
         )
     return build_suite(f"mart_{spec.table}", items)

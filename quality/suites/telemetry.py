@@ -7,10 +7,16 @@ percentiles. Great Expectations validates that row: each rule is an expectation 
 measured column (`expect_column_max_to_be_between` and friends), so Data Docs show the
 measured value against its threshold. Measuring once keeps the gate to one scan of the hour
 instead of a query per expectation, and the quality score reads the same row.
+
+Many hours are measured by one query (a row per hour) and validated together by the
+`telemetry_hours_suite`: the same rules as per-row expectations, so one validation names
+the hours that break each rule (`unexpected_index_list` on the `partition` column).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +31,10 @@ if TYPE_CHECKING:
 
 DATASET = "vehicle_telemetry"
 SUITE_NAME = "vehicle_telemetry_hour"
+HOURS_SUITE_NAME = "vehicle_telemetry_hours"
 EXPECTED_ROWS = "expected_rows"
+# The column naming each measured hour, as Dagster's hourly partitions spell it.
+PARTITION = "partition"
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
@@ -74,30 +83,48 @@ def _rate(count: str, total: str) -> str:
     return f"if({total} = 0, 0, {count} / {total})"
 
 
+def _hours(hours: datetime | Sequence[datetime]) -> list[datetime]:
+    listed = [hours] if isinstance(hours, datetime) else list(hours)
+    if not listed:
+        raise ValueError("no hour to measure")
+    return sorted({on_the_hour(h) for h in listed})
+
+
 def profile_sql(
     database: str,
-    hour: datetime,
+    hours: datetime | Sequence[datetime],
     *,
     fleet_core_database: str | None = "fleet_core",
     with_loads: bool = True,
     table: str = TELEMETRY_TABLE,
+    expected_rows: dict[datetime, int] | None = None,
 ) -> str:
-    """The one-row measurement of an event hour that the suite and the score read.
+    """The measurement the suite and the score read: one row per event hour in `hours`.
 
     `with_loads` reads the hot path's load log (`telemetry_loads`) for the recorded_at to
     queryable latency; `fleet_core_database` names the extract that holds every vehicle.
+    Each row carries its `partition` and, when given, the hour's `expected_rows`. An hour
+    without rows still gets its row (of zeros): one hour is aggregated whole, several are
+    grouped and right-joined to the list of hours.
     """
-    start = on_the_hour(hour)
-    end = start + timedelta(hours=1)
+    hours = _hours(hours)
+    many = len(hours) > 1
+    keys = [partition_key(h) for h in hours]
+    expected = {partition_key(h): int(n) for h, n in (expected_rows or {}).items()}
     step_s = "dateDiff('millisecond', prev_recorded_at, recorded_at) / 1e3"
     step_m = "geoDistance(longitude, latitude, prev_longitude, prev_latitude)"
     nil = f"toUUID('{_NIL_UUID}')"
     tire_low, tire_high = th.TIRE_PRESSURE_KPA_BAND
     aux_low, aux_high = th.AUX_BATTERY_V_BAND
     statuses = ", ".join(f"'{s}'" for s in policy.OPERATIONAL_STATUSES)
+    hour_list = ", ".join(f"toDateTime('{h:%Y-%m-%d %H:%M:%S}', 'UTC')" for h in hours)
+    # The loads of every measured hour, each sorted: a row became queryable at the first
+    # load of its hour after it arrived.
     loads = (
-        f"(SELECT arraySort(groupArray(loaded_at)) FROM {quote(database, LOADS_TABLE)} "
-        f"WHERE hour = toDateTime('{start:%Y-%m-%d %H:%M:%S}', 'UTC'))"
+        "(SELECT mapFromArrays(groupArray(hour), groupArray(loads)) FROM ("
+        "SELECT hour, arraySort(groupArray(loaded_at)) AS loads "
+        f"FROM {quote(database, LOADS_TABLE)} WHERE hour IN ({hour_list}) GROUP BY hour))"
+        "[toDateTime(toStartOfHour(recorded_at), 'UTC')]"
         if with_loads
         else "CAST([], 'Array(DateTime64(3, \\'UTC\\'))')"
     )
@@ -106,12 +133,14 @@ def profile_sql(
         if fleet_core_database
         else "1"
     )
-    # The previous fix of the same vehicle (NULL for its first in the hour). Ordered like the
-    # table (vehicle_id, recorded_at), so ClickHouse reads in order instead of sorting.
+    # The previous fix of the same vehicle in the same hour (NULL for its first). One hour is
+    # ordered like the table (vehicle_id, recorded_at), so ClickHouse reads in order instead
+    # of sorting.
     lags = [
         f"lagInFrame(toNullable({c})) OVER w AS prev_{c}"
         for c in ("recorded_at", "latitude", "longitude", "odometer_km")
     ]
+    window = "vehicle_id, toStartOfHour(recorded_at)" if many else "vehicle_id"
     row_columns = [
         "telemetry_id",
         "vehicle_id",
@@ -121,29 +150,40 @@ def profile_sql(
         "operational_status",
         *ranges(),
         "dateDiff('millisecond', recorded_at, ingested_at) / 1e3 AS arrival_latency_s",
-        # A row became queryable at the first load of its hour after it arrived.
         f"dateDiff('millisecond', recorded_at, arrayFirstOrNull(l -> l >= ingested_at, {loads}))"
         " / 1e3 AS queryable_latency_s",
         f"toUInt8(telemetry_id = {nil} OR vehicle_id = {nil} OR operational_status = '' "
         "OR schema_version = '' OR sensor_readings = '') AS missing_required",
         *(f"toUInt8({expr}) AS has_{name}" for name, expr in th.EXPECTED_FIELDS.items()),
         f"toUInt8({known}) AS vehicle_known",
-        "odometer_km - prev_odometer_km AS odometer_step_km",
-        f"if({step_s} >= {th.MIN_STEP_S}, greatest({step_m} - {th.GPS_JITTER_M}, 0) "
-        f"/ ({step_s}) * 3.6, NULL) AS implied_speed_kmh",
         "toUInt8("
         + " OR ".join(_outside(t, tire_low, tire_high) for t in _TIRES)
         + ") AS tire_unit_bad",
         f"toUInt8({_outside('aux_battery_v', aux_low, aux_high)}) AS aux_unit_bad",
     ]
+    # Computed from each fix and the one before it, after the window.
+    step_columns = [
+        "odometer_km - prev_odometer_km AS odometer_step_km",
+        f"if({step_s} >= {th.MIN_STEP_S}, greatest({step_m} - {th.GPS_JITTER_M}, 0) "
+        f"/ ({step_s}) * 3.6, NULL) AS implied_speed_kmh",
+    ]
     odometer_bad = f"ifNull(odometer_step_km < {-th.ODOMETER_DECREASE_TOLERANCE_KM!r}, 0)"
     speed_bad = f"ifNull(implied_speed_kmh > {th.MAX_IMPLIED_SPEED_KMH!r}, 0)"
+    # count(telemetry_id), not count(): the row an empty hour gets from the right join has
+    # NULL in every column, and no -If or quantile counts it.
     measures = [
-        "count() AS rows",
+        PARTITION if many else f"'{keys[0]}' AS {PARTITION}",
+        "count(telemetry_id) AS rows",
         "uniqExact(vehicle_id) AS vehicles",
-        "count() - uniqExact(telemetry_id) AS duplicate_ids",
+        "count(telemetry_id) - uniqExact(telemetry_id) AS duplicate_ids",
         "countIf(missing_required = 1) AS missing_required_rows",
     ]
+    if expected:
+        values = ", ".join(str(expected.get(k, 0)) for k in keys)
+        names = ", ".join(f"'{k}'" for k in keys)
+        measures.insert(
+            1, f"toUInt64(transform({PARTITION}, [{names}], [{values}], 0)) AS {EXPECTED_ROWS}"
+        )
     for name in th.EXPECTED_FIELDS:
         measures += [
             f"countIf(has_{name} = 1) AS {name}_present_rows",
@@ -180,24 +220,49 @@ def profile_sql(
         f"countIf(queryable_latency_s <= {th.QUERYABLE_LATENCY_BUDGET.total_seconds()!r}) "
         "AS queryable_on_time_rows",
     ]
+    start, end = hours[0], hours[-1] + timedelta(hours=1)
+    # Contiguous hours are one range scan; a gap-filled list also filters on the hour.
+    listed = (
+        ""
+        if len(hours) == (end - start) // timedelta(hours=1)
+        else (f" AND toStartOfHour(recorded_at) IN ({hour_list})")
+    )
+    if many:
+        row_columns.insert(
+            0, "formatDateTime(toStartOfHour(recorded_at), '%Y-%m-%d-%H:00') AS hour_key"
+        )
     lags_sql = ",\n            ".join(lags)
-    rows_sql = ",\n        ".join(row_columns)
+    rows_sql = ",\n            ".join(row_columns)
+    steps_sql = ",\n        ".join(step_columns)
     measures_sql = ",\n    ".join(measures)
-    return f"""SELECT
-    {measures_sql}
-FROM (
+    # The per-row flags are computed before the window, so that only narrow columns travel
+    # through it (not the JSON strings they are computed from).
+    rows = f"""(
     SELECT
-        {rows_sql}
+        *,
+        {steps_sql}
     FROM (
         SELECT
-            *,
+            {rows_sql},
             {lags_sql}
         FROM {quote(database, table)}
-        WHERE recorded_at >= {_ts(start)} AND recorded_at < {_ts(end)}
-        WINDOW w AS (PARTITION BY vehicle_id ORDER BY recorded_at
+        WHERE recorded_at >= {_ts(start)} AND recorded_at < {_ts(end)}{listed}
+        WINDOW w AS (PARTITION BY {window} ORDER BY recorded_at
                      ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
     )
 )"""
+    if not many:
+        return f"SELECT\n    {measures_sql}\nFROM {rows}"
+    # The list of hours is the right side: the join's hash table holds it, not the rows.
+    names = ", ".join(f"'{k}'" for k in keys)
+    return f"""SELECT
+    {measures_sql}
+FROM {rows} AS measured
+RIGHT JOIN (SELECT arrayJoin([{names}]) AS {PARTITION}) AS hours
+    ON measured.hour_key = hours.{PARTITION}
+GROUP BY {PARTITION}
+ORDER BY {PARTITION}
+SETTINGS join_use_nulls = 1"""
 
 
 def telemetry_hour_batch(
@@ -213,139 +278,192 @@ def telemetry_hour_batch(
         dataset=DATASET,
         partition=partition_key(hour),
         sql=profile_sql(
-            database, hour, fleet_core_database=fleet_core_database, with_loads=with_loads
+            database,
+            hour,
+            fleet_core_database=fleet_core_database,
+            with_loads=with_loads,
+            expected_rows={hour: expected_rows},
         ),
         parameters={EXPECTED_ROWS: int(expected_rows)},
         materialize=True,
     )
 
 
-def _at_most(column: str, limit: float, *, strict: bool = False, **kwargs: Any) -> Any:
-    import great_expectations.expectations as gxe
+@dataclass(frozen=True)
+class Rule:
+    """One gate rule on a measured column: at most, at least, or equal to the expected rows."""
 
-    return gxe.ExpectColumnMaxToBeBetween(
-        column=column, max_value=limit, strict_max=strict, **kwargs
-    )
+    name: str
+    dimension: str
+    column: str
+    at_most: float | None = None
+    at_least: float | None = None
+    # True: the measured value must stay strictly under `at_most`.
+    strict: bool = False
+    # Compare with the hour's processed rows (`expected_rows`) instead of a constant.
+    equals_expected: bool = False
+    blocking: bool = True
+    description: str | None = None
 
 
-def _at_least(column: str, limit: float, **kwargs: Any) -> Any:
-    import great_expectations.expectations as gxe
-
-    return gxe.ExpectColumnMinToBeBetween(column=column, min_value=limit, **kwargs)
-
-
-def telemetry_hour_suite(*, fleet_core_database: str | None = "fleet_core") -> gx.ExpectationSuite:
-    """The telemetry gate, one expectation per rule on the hour's measured profile.
+def rules(*, fleet_core_database: str | None = "fleet_core") -> list[Rule]:
+    """The telemetry gate's rules, in report order; both suite forms are built from them.
 
     Blocking: row count equal to the processed partition, every vehicle in fleet-core,
     required values present and expected fields >= 90% present, the validator's ranges and
     values, unique ids, odometer and implied speed under 1% violations. Warning only: units
     (tire pressure in kPa, 12/24 V battery) and arrival latency (late data is still right).
     """
-    import great_expectations.expectations as gxe
-
-    items: list[Any] = [
-        tag(
-            gxe.ExpectColumnMaxToBeBetween(
-                column="rows",
-                min_value={"$PARAMETER": EXPECTED_ROWS},
-                max_value={"$PARAMETER": EXPECTED_ROWS},
-                description="The hour holds exactly the rows of its processed Parquet partition.",
-            ),
-            "consistency",
+    out = [
+        Rule(
             "rows_match_processed",
+            "consistency",
+            "rows",
+            equals_expected=True,
+            description="The hour holds exactly the rows of its processed Parquet partition.",
         )
     ]
     if fleet_core_database:
-        items.append(
-            tag(
-                _at_most("unknown_vehicle_rows", 0, description="Every vehicle is in fleet-core."),
-                "consistency",
+        out.append(
+            Rule(
                 "vehicles_in_fleet_core",
+                "consistency",
+                "unknown_vehicle_rows",
+                at_most=0,
+                description="Every vehicle is in fleet-core.",
             )
         )
-    items.append(
-        tag(
-            _at_most(
-                "missing_required_rows",
-                0,
-                description="No row has an empty id, vehicle, status, schema or sensor block "
-                "(ClickHouse stores a NULL sent to a non-Nullable column as '' or the nil UUID).",
-            ),
-            "completeness",
+    out.append(
+        Rule(
             "required_fields_present",
+            "completeness",
+            "missing_required_rows",
+            at_most=0,
+            description="No row has an empty id, vehicle, status, schema or sensor block "
+            "(ClickHouse stores a NULL sent to a non-Nullable column as '' or the nil UUID).",
         )
     )
-    for name in th.EXPECTED_FIELDS:
-        items.append(
-            tag(
-                _at_least(
-                    f"{name}_share",
-                    th.COMPLETENESS_MIN,
-                    description=f"At least {th.COMPLETENESS_MIN:.0%} of rows carry {name}.",
-                ),
-                "completeness",
-                f"{name}_present",
-            )
+    out += [
+        Rule(
+            f"{name}_present",
+            "completeness",
+            f"{name}_share",
+            at_least=th.COMPLETENESS_MIN,
+            description=f"At least {th.COMPLETENESS_MIN:.0%} of rows carry {name}.",
         )
-    for column in [*ranges(), "heading_degrees"]:
-        items.append(tag(_at_most(f"{column}_out_of_range", 0), "validity", f"{column}_in_range"))
-    items += [
-        tag(_at_most("unknown_status_rows", 0), "validity", "operational_status_known"),
-        tag(
-            _at_most(
-                "recorded_after_arrival_rows",
-                0,
-                description="No event was recorded after it arrived (beyond clock skew).",
-            ),
-            "validity",
+        for name in th.EXPECTED_FIELDS
+    ]
+    out += [
+        Rule(f"{column}_in_range", "validity", f"{column}_out_of_range", at_most=0)
+        for column in [*ranges(), "heading_degrees"]
+    ]
+    rate = th.ACCURACY_MAX_VIOLATION_RATE
+    out += [
+        Rule("operational_status_known", "validity", "unknown_status_rows", at_most=0),
+        Rule(
             "recorded_before_arrival",
+            "validity",
+            "recorded_after_arrival_rows",
+            at_most=0,
+            description="No event was recorded after it arrived (beyond clock skew).",
         ),
-        tag(_at_most("duplicate_ids", 0), "uniqueness", "ids_unique"),
-        tag(
-            _at_most(
-                "odometer_decrease_rate",
-                th.ACCURACY_MAX_VIOLATION_RATE,
-                strict=True,
-                description="Each vehicle's odometer goes backwards on under 1% of steps.",
-            ),
-            "accuracy",
+        Rule("ids_unique", "uniqueness", "duplicate_ids", at_most=0),
+        Rule(
             "odometer_monotonic",
-        ),
-        tag(
-            _at_most(
-                "implausible_speed_rate",
-                th.ACCURACY_MAX_VIOLATION_RATE,
-                strict=True,
-                description=(
-                    "Under 1% of steps between consecutive fixes imply more than "
-                    f"{th.MAX_IMPLIED_SPEED_KMH:g} km/h (distance less GPS jitter over the gap)."
-                ),
-            ),
             "accuracy",
+            "odometer_decrease_rate",
+            at_most=rate,
+            strict=True,
+            description="Each vehicle's odometer goes backwards on under 1% of steps.",
+        ),
+        Rule(
             "plausible_speed_between_points",
-        ),
-        tag(
-            _at_most("tire_unit_rate", th.ACCURACY_MAX_VIOLATION_RATE, strict=True),
             "accuracy",
-            "tire_pressure_in_kpa",
-            blocking=False,
-        ),
-        tag(
-            _at_most("aux_unit_rate", th.ACCURACY_MAX_VIOLATION_RATE, strict=True),
-            "accuracy",
-            "aux_battery_in_volts",
-            blocking=False,
-        ),
-        tag(
-            _at_most(
-                "arrival_latency_p95_s",
-                th.ARRIVAL_LATENCY_P95_S,
-                description="p95 of recorded_at to arrival within the gateway window + 30 s.",
+            "implausible_speed_rate",
+            at_most=rate,
+            strict=True,
+            description=(
+                "Under 1% of steps between consecutive fixes imply more than "
+                f"{th.MAX_IMPLIED_SPEED_KMH:g} km/h (distance less GPS jitter over the gap)."
             ),
-            "timeliness",
-            "arrival_latency_p95",
+        ),
+        Rule(
+            "tire_pressure_in_kpa",
+            "accuracy",
+            "tire_unit_rate",
+            at_most=rate,
+            strict=True,
             blocking=False,
+        ),
+        Rule(
+            "aux_battery_in_volts",
+            "accuracy",
+            "aux_unit_rate",
+            at_most=rate,
+            strict=True,
+            blocking=False,
+        ),
+        Rule(
+            "arrival_latency_p95",
+            "timeliness",
+            "arrival_latency_p95_s",
+            at_most=th.ARRIVAL_LATENCY_P95_S,
+            blocking=False,
+            description="p95 of recorded_at to arrival within the gateway window + 30 s.",
         ),
     ]
-    return build_suite(SUITE_NAME, items)
+    return out
+
+
+def _hour_expectation(rule: Rule) -> Any:
+    """The rule on one measured row: the column's max (or min) against the bound."""
+    import great_expectations.expectations as gxe
+
+    kwargs: dict[str, Any] = {"column": rule.column, "description": rule.description}
+    if rule.equals_expected:
+        bound = {"$PARAMETER": EXPECTED_ROWS}
+        return gxe.ExpectColumnMaxToBeBetween(min_value=bound, max_value=bound, **kwargs)
+    if rule.at_most is not None:
+        return gxe.ExpectColumnMaxToBeBetween(
+            max_value=rule.at_most, strict_max=rule.strict, **kwargs
+        )
+    return gxe.ExpectColumnMinToBeBetween(min_value=rule.at_least, **kwargs)
+
+
+def _hours_expectation(rule: Rule) -> Any:
+    """The rule on every row of a measured table: each hour's value against the bound."""
+    import great_expectations.expectations as gxe
+
+    if rule.equals_expected:
+        return gxe.ExpectColumnPairValuesToBeEqual(
+            column_A=rule.column, column_B=EXPECTED_ROWS, description=rule.description
+        )
+    return gxe.ExpectColumnValuesToBeBetween(
+        column=rule.column,
+        min_value=rule.at_least,
+        max_value=rule.at_most,
+        strict_max=rule.strict,
+        description=rule.description,
+    )
+
+
+def telemetry_hour_suite(*, fleet_core_database: str | None = "fleet_core") -> gx.ExpectationSuite:
+    """The telemetry gate on one hour's measured row: Data Docs show each value by its bound."""
+    return build_suite(
+        SUITE_NAME,
+        [
+            tag(_hour_expectation(r), r.dimension, r.name, blocking=r.blocking)
+            for r in rules(fleet_core_database=fleet_core_database)
+        ],
+    )
+
+
+def telemetry_hours_suite(*, fleet_core_database: str | None = "fleet_core") -> gx.ExpectationSuite:
+    """The same gate on a table of many measured hours: each failure names its hours."""
+    return build_suite(
+        HOURS_SUITE_NAME,
+        [
+            tag(_hours_expectation(r), r.dimension, r.name, blocking=r.blocking)
+            for r in rules(fleet_core_database=fleet_core_database)
+        ],
+    )

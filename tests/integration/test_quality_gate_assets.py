@@ -1,4 +1,8 @@
-"""The telemetry gate in Dagster: a corrupted hour is blocked and quarantined, a clean one passes."""
+"""The telemetry gate in Dagster: a corrupted hour is blocked and quarantined, a clean one passes.
+
+The gate is a check of the publish step, so it judges every hour that step loads: in a
+sensor's one-hour run and in a backfill's range run alike.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from assets.fleet_core import TABLE_KEYS, fleet_core_tables
 from assets.ingest import (
     CONSERVED,
+    GATE,
     HOT_METRICS,
     HOT_TELEMETRY,
     PROCESSED,
@@ -18,12 +27,14 @@ from assets.ingest import (
     published_telemetry,
     staged_telemetry,
 )
-from assets.quality import TELEMETRY_GATE, telemetry_hour_conforms
+from assets.quality import TELEMETRY_GATE
 from assets.sources import fleet_simulation
+from atlasmesh.alerts import list_alerts
 from atlasmesh.lake import Lake
 from atlasmesh.simulator.incidents import inject_gps_jumps
 from atlasmesh.warehouse import service
 from atlasmesh.warehouse.quarantine import quarantined_rows
+from orchestration.alerts import check_evaluation_alerts
 from orchestration.resources import build_resources
 from tests.fixtures.warehouse import start_service
 
@@ -55,7 +66,6 @@ ASSETS = [
     fleet_core_tables,
     staged_telemetry,
     published_telemetry,
-    telemetry_hour_conforms,
     downstream_of_telemetry,
 ]
 
@@ -71,7 +81,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     resources = build_resources(svc.settings)
     defs = dg.Definitions(assets=ASSETS, resources=resources)
     job = defs.resolve_implicit_global_asset_job_def()
-    with dg.instance_for_test() as instance:
+    # Ephemeral: its event log answers the alert sensor's query for check evaluations.
+    with dg.DagsterInstance.ephemeral() as instance:
         assert dg.materialize(
             [fleet_simulation],
             resources=resources,
@@ -96,27 +107,52 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     service.stop(svc.settings, timeout=30)
 
 
-def _publish(platform: dict, hour: datetime) -> dg.ExecuteInProcessResult:
+def _key(hour: datetime) -> str:
+    return f"{hour:%Y-%m-%d-%H:%M}"
+
+
+def _publish(
+    platform: dict, first: datetime, last: datetime | None = None, *, publish: bool = True
+) -> dg.ExecuteInProcessResult:
+    """A one-hour run like the sensor's, or a range run like a backfill's; or the gate alone."""
     subset = platform["job"].get_subset(
-        asset_selection={PROCESSED, HOT_TELEMETRY, HOT_METRICS, DOWNSTREAM},
-        asset_check_selection={
-            dg.AssetCheckKey(HOT_TELEMETRY, TELEMETRY_GATE),
-            dg.AssetCheckKey(PROCESSED, CONSERVED),
-        },
+        asset_selection={PROCESSED, HOT_TELEMETRY, HOT_METRICS, DOWNSTREAM} if publish else set(),
+        asset_check_selection={GATE, dg.AssetCheckKey(PROCESSED, CONSERVED)} if publish else {GATE},
     )
+    if last is None:
+        return subset.execute_in_process(
+            instance=platform["instance"], partition_key=_key(first), raise_on_error=False
+        )
     return subset.execute_in_process(
-        instance=platform["instance"], partition_key=f"{hour:%Y-%m-%d-%H:%M}", raise_on_error=False
+        instance=platform["instance"],
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: _key(first),
+            ASSET_PARTITION_RANGE_END_TAG: _key(last),
+        },
+        raise_on_error=False,
     )
 
 
-def _gate(result: dg.ExecuteInProcessResult):
-    (evaluation,) = [
+def _gates(result: dg.ExecuteInProcessResult) -> list:
+    return [
         e.asset_check_evaluation_data
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and e.asset_check_evaluation_data.check_name == TELEMETRY_GATE
     ]
+
+
+def _gate(result: dg.ExecuteInProcessResult):
+    (evaluation,) = _gates(result)
     return evaluation
+
+
+def _failed_steps(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    return {
+        e.step_key: str(e.step_failure_data.error.message if e.step_failure_data.error else "")
+        for e in result.all_events
+        if e.event_type_value == "STEP_FAILURE"
+    }
 
 
 def _hot_rows(client, hour: datetime) -> int:
@@ -153,6 +189,7 @@ def test_a_clean_hour_passes_and_downstream_runs(platform):
 def test_a_corrupted_hour_is_blocked_quarantined_and_scored(platform):
     result = _publish(platform, BAD)
     assert not result.success  # the blocking check failed the run
+    assert "blocking asset check" in _failed_steps(result)["published_telemetry"]
     gate = _gate(result)
     assert not gate.passed
     assert "speed" in gate.metadata["failed_rules"].value
@@ -171,3 +208,106 @@ def test_a_corrupted_hour_is_blocked_quarantined_and_scored(platform):
     score, failed = _score(client, BAD)
     assert "accuracy" in failed
     assert score < _score(client, CLEAN)[0]
+
+
+def test_a_range_run_gates_every_hour_and_blocks_on_the_bad_one(platform):
+    # A backfill of three event hours in one run (single-run policy): the gate judges each.
+    hours = [BAD - timedelta(hours=1), BAD, BAD + timedelta(hours=1)]
+    client = platform["resources"]["warehouse"].client()
+    result = _publish(platform, hours[0], hours[-1])
+    assert not result.success
+    assert "blocking asset check" in _failed_steps(result)["published_telemetry"]
+    evaluations = _gates(result)
+    per_hour = {e.partition: e for e in evaluations if e.partition is not None}
+    assert sorted(per_hour) == [_key(h) for h in hours]
+    # BAD fails; the hour after it is clean. The hour before may carry the fault's tail
+    # (10-minute gateway batches reach back into it): whatever its verdict, it is enforced.
+    assert not per_hour[_key(BAD)].passed and per_hour[_key(BAD + timedelta(hours=1))].passed
+    assert "speed" in per_hour[_key(BAD)].metadata["failed_rules"].value
+    for hour in hours:
+        evaluation = per_hour[_key(hour)]
+        assert evaluation.blocking
+        quarantined = evaluation.metadata["quarantined_rows"].value
+        if evaluation.passed:
+            assert quarantined == 0 and _hot_rows(client, hour) > 0
+        else:
+            assert quarantined > 0 and _hot_rows(client, hour) == 0
+            assert quarantined_rows(client, hour) == quarantined
+    # One result for the range, listing the failed hours, and blocking like each of them.
+    (aggregate,) = [e for e in evaluations if e.partition is None]
+    assert not aggregate.passed and _key(BAD) in aggregate.metadata["failed_partitions"].value
+    assert DOWNSTREAM not in {e.asset_key for e in result.get_asset_materialization_events()}
+    # Every hour's materialisation is recorded on its own partition, bad ones included.
+    hot = {
+        e.partition
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == HOT_TELEMETRY
+    }
+    assert hot == {_key(h) for h in hours}
+    scored = client.query(
+        "SELECT partition FROM ops.quality_scores WHERE dataset = 'vehicle_telemetry' "
+        "AND run_id = {r:String} ORDER BY partition",
+        parameters={"r": result.run_id},
+    ).result_rows
+    assert [p for (p,) in scored] == [_key(h) for h in hours]
+
+    # The alert sensor raises one alert per failed hour, none for the range's aggregate.
+    context = dg.build_sensor_context(
+        instance=platform["instance"], resources={"warehouse": platform["resources"]["warehouse"]}
+    )
+    check_evaluation_alerts(context)
+    alerted = {
+        a.context.get("partition")
+        for a in list_alerts(client, "open", alert_type="quality_gate_failed")
+        if a.context.get("check_name") == TELEMETRY_GATE
+    }
+    assert None not in alerted
+    failed = {p for p, e in per_hour.items() if not e.passed}
+    assert failed <= alerted
+    assert all(
+        a.severity == "critical"
+        for a in list_alerts(client, "open", alert_type="quality_gate_failed")
+        if a.context.get("partition") in failed
+    )
+    assert not {p for p, e in per_hour.items() if e.passed} & alerted
+
+
+def test_the_gate_alone_regates_hours_without_publishing(platform):
+    client = platform["resources"]["warehouse"].client()
+    assert _publish(platform, CLEAN).success
+    _publish(platform, BAD)
+    kept = quarantined_rows(client, BAD)
+    assert kept > 0
+    result = _publish(platform, CLEAN, CLEAN + timedelta(hours=1), publish=False)
+    assert result.success
+    assert result.get_asset_materialization_events() == []
+    assert {e.partition: e.passed for e in _gates(result) if e.partition} == {
+        _key(CLEAN): True,
+        _key(CLEAN + timedelta(hours=1)): True,
+    }
+    # The quarantined hour is judged again: still failing (the hot path no longer holds its
+    # rows), and its rows stay in quarantine rather than being replaced by nothing.
+    # The gate alone has no asset to carry a partition key: a run of it names a range.
+    result = _publish(platform, BAD, BAD, publish=False)
+    (regated,) = [e for e in _gates(result) if e.partition == _key(BAD)]
+    assert not result.success and not regated.passed
+    assert regated.metadata["quarantined_rows"].value == 0
+    assert quarantined_rows(client, BAD) == kept
+
+
+def test_selecting_part_of_the_publish_step_still_publishes_and_gates_all_of_it(platform):
+    # The UI's "Materialize" on one asset of the step, without its checks.
+    subset = platform["job"].get_subset(asset_selection={HOT_METRICS}, asset_check_selection=set())
+    result = subset.execute_in_process(
+        instance=platform["instance"], partition_key=_key(CLEAN), raise_on_error=False
+    )
+    assert result.success
+    outputs = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert {PROCESSED, HOT_TELEMETRY, HOT_METRICS} <= outputs
+    gate = _gate(result)
+    assert gate.passed and gate.partition == _key(CLEAN)
+    # The bad hour fails the step although its gate was not selected.
+    result = subset.execute_in_process(
+        instance=platform["instance"], partition_key=_key(BAD), raise_on_error=False
+    )
+    assert not result.success and not _gate(result).passed

@@ -23,7 +23,12 @@ from atlasmesh.warehouse.telemetry import load_hour
 from quality import context as qc
 from quality import score as qs
 from quality.suites import marts
-from quality.validate import validate_fleet_core, validate_mart, validate_telemetry_hour
+from quality.validate import (
+    validate_fleet_core,
+    validate_mart,
+    validate_telemetry_hour,
+    validate_telemetry_hours,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fleet")]
 
@@ -284,6 +289,52 @@ def test_late_data_and_wrong_units_warn_without_blocking(
     assert outcome.success
     assert {r.rule for r in outcome.warnings} == {"arrival_latency_p95", "tire_pressure_in_kpa"}
     assert outcome.rule("arrival_latency_p95").observed == pytest.approx(600.0)
+
+
+def test_hours_validated_together_get_the_verdicts_they_get_alone(
+    warehouse_service, databases, fleet_core_db
+) -> None:
+    db = databases("tel")
+    clean, corrupted, late, empty = hours = [
+        recent_hour() - timedelta(hours=n) for n in (5, 4, 3, 2)
+    ]
+    expected = {empty: 0}
+    for hour in (clean, corrupted, late):
+        rows = clean_rows(hour)
+        expected[hour] = len(rows)
+        if hour == corrupted:
+            teleport(rows, VEHICLES[0], at=[10, 20, 30, 40])
+            add_ghost(rows, hour)
+        if hour == late:
+            _late(rows, hour)
+            for row in rows[:20]:
+                row["tire_pressure_fl_kpa"] = 33.0
+        _load(warehouse_service, db, hour, rows)
+    settings = warehouse_service.settings
+    kwargs = {"database": db, "fleet_core_database": fleet_core_db}
+    together = validate_telemetry_hours(settings, hours, expected_rows=expected, **kwargs)
+    assert [o.partition for o in together] == [f"{h:%Y-%m-%d-%H:%M}" for h in hours]
+    assert [o.success for o in together] == [True, False, True, True]
+    for hour, outcome in zip(hours, together, strict=True):
+        alone = validate_telemetry_hour(settings, hour, expected_rows=expected[hour], **kwargs)
+        assert {r.rule for r in outcome.failures} == {r.rule for r in alone.failures}
+        assert {r.rule for r in outcome.warnings} == {r.rule for r in alone.warnings}
+        assert [r.rule for r in outcome.results] == [r.rule for r in alone.results]
+        for mine, theirs in zip(outcome.results, alone.results, strict=True):
+            assert mine.observed == pytest.approx(theirs.observed), mine.rule
+        assert outcome.profile == alone.profile
+    assert {r.rule for r in together[1].failures} == {
+        "rows_match_processed",
+        "vehicles_in_fleet_core",
+        "plausible_speed_between_points",
+    }
+    assert {r.rule for r in together[2].warnings} == {"arrival_latency_p95", "tire_pressure_in_kpa"}
+    # One validation judged the range; the failing hour was judged again alone, on its own page.
+    pages = {o.docs_path for o in together}
+    assert len(pages) == 2 and all(p is not None and p.is_file() for p in pages)
+    assert together[0].docs_path == together[2].docs_path == together[3].docs_path
+    assert together[1].suite == "vehicle_telemetry_hour"
+    assert together[0].suite == "vehicle_telemetry_hours"
 
 
 def test_validation_makes_no_outbound_connection(warehouse_service, databases, monkeypatch) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets.ingest import GATE, HOT_TELEMETRY, published_telemetry
 from orchestration.definitions import defs
 from orchestration.schedules import marts_after_ingestion, marts_partition_for
 
@@ -90,3 +94,29 @@ def test_the_marts_schedule_requests_a_partition_of_the_marts_job(tmp_path, monk
         [request] = marts_after_ingestion.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-27"
     assert job.partitions_def.has_partition_key(request.partition_key)
+
+
+def test_the_quality_gate_is_a_blocking_check_of_the_publish_step(tmp_path, monkeypatch):
+    # In the step that loads the hot path, so a backfill's range run gates every hour too.
+    monkeypatch.setenv("ATLASMESH_HOME", str(tmp_path))
+    definitions = defs()
+    (spec,) = [s for s in published_telemetry.check_specs if s.key == GATE]
+    assert spec.blocking and spec.asset_key == HOT_TELEMETRY
+    graph = definitions.resolve_asset_graph()
+    assert graph.get_check_keys_for_assets({HOT_TELEMETRY}) == {GATE}
+    job = definitions.resolve_job_def("publish_telemetry")
+    assert GATE in job.asset_layer.asset_graph.asset_check_keys
+
+
+def test_loading_the_definitions_does_not_import_great_expectations(tmp_path):
+    code = (
+        "import sys; from orchestration.definitions import defs; defs(); "
+        "sys.exit('great_expectations' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ATLASMESH_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:] or "great_expectations was imported"

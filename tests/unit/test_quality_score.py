@@ -226,13 +226,19 @@ def test_dead_letters_are_shared_among_the_event_hours_an_arrival_hour_delivered
     assert received.dead_lettered == pytest.approx(45.0)
     assert received.received == pytest.approx(1045.0)
     assert qs.received_counts(lake, HOUR + timedelta(hours=5)) is None
+    # Scoring a range shares the stage manifests among its event hours: same counts.
+    stages: dict = {}
+    assert qs.received_counts(lake, HOUR, stages=stages) == received
+    assert set(stages) == {early, late}
+    lake.rm(pipeline.arrival_manifest_path(early))
+    assert qs.received_counts(lake, HOUR, stages=stages) == received
 
 
 def test_importing_the_quality_library_does_not_import_great_expectations() -> None:
     # Dagster imports these modules to build its definitions; GX costs seconds to import.
     code = (
         "import sys, quality.validate, quality.score, quality.context, quality.suites.telemetry, "
-        "quality.suites.fleet_core, quality.suites.marts; "
+        "quality.suites.fleet_core, quality.suites.marts, assets.quality, assets.ingest; "
         "sys.exit('great_expectations' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
