@@ -22,6 +22,10 @@ HOT_METRICS = dg.AssetKey(["atlasmesh_analytics", "vehicle_metrics_hourly"])
 CONSERVED = "received_equals_accepted_duplicates_dead_lettered"
 GATE = dg.AssetCheckKey(HOT_TELEMETRY, TELEMETRY_GATE)
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+# A backfill hands its hours to the step's work a day at a time: the hot path loads a
+# batch through one stage (a small hour's load is mostly fixed cost), yet each hour is
+# still swapped, recorded and checked on its own.
+BATCH_HOURS = 24
 # Metadata of a range run's one result per check: the hours that failed (each hour also has
 # its own evaluation, which is what alerts follow).
 FAILED_PARTITIONS = "failed_partitions"
@@ -51,10 +55,10 @@ class HourOutcome:
 
 def _partition_runs(
     context: dg.AssetExecutionContext,
-    work: Callable[[datetime], HourOutcome],
+    work: Callable[[list[datetime]], list[HourOutcome]],
     gate: TelemetryGate | None = None,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult | AssetCheckEvaluation]:
-    """Run `work` per hour so that every partition gets its own metadata and check results.
+    """Run `work` over batches of hours so that every partition gets its own metadata and checks.
 
     A sensor's run covers one hour: its results are ordinary outputs, so downstream steps
     in the same run go ahead unless a blocking check failed. A backfill covers many hours in
@@ -104,21 +108,22 @@ def _partition_runs(
             yield from report(hour, {GATE: verdict})
 
     try:
-        for done, hour in enumerate(hours, start=1):
-            partition = hour.strftime(HOUR_KEY_FORMAT)
-            outcome = work(hour)
-            for key, metadata in outcome.metadata.items():
-                if single and key in context.selected_asset_keys:
-                    yield dg.MaterializeResult(asset_key=key, metadata=metadata)
-                else:
-                    context.log_event(
-                        dg.AssetMaterialization(key, partition=partition, metadata=metadata)
-                    )
-            yield from report(hour, outcome.checks)
-            if gate is not None and gate.due():
-                yield from judge()
-            if not single and (done % 24 == 0 or done == len(hours)):
-                context.log.info(f"{done}/{len(hours)} hours done")
+        for first in range(0, len(hours), BATCH_HOURS):
+            batch = hours[first : first + BATCH_HOURS]
+            for hour, outcome in zip(batch, work(batch), strict=True):
+                partition = hour.strftime(HOUR_KEY_FORMAT)
+                for key, metadata in outcome.metadata.items():
+                    if single and key in context.selected_asset_keys:
+                        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+                    else:
+                        context.log_event(
+                            dg.AssetMaterialization(key, partition=partition, metadata=metadata)
+                        )
+                yield from report(hour, outcome.checks)
+                if gate is not None and gate.due():
+                    yield from judge()
+            if not single:
+                context.log.info(f"{first + len(batch)}/{len(hours)} hours done")
         yield from judge()
     except Exception:
         # Hours already in the hot path are judged before the step fails, so none of them
@@ -192,7 +197,7 @@ def staged_telemetry(
             {dg.AssetCheckKey(STAGED, CONSERVED): _conserved(metadata, bool(meta["conserved"]))},
         )
 
-    yield from _partition_runs(context, stage)
+    yield from _partition_runs(context, lambda hours: [stage(hour) for hour in hours])
 
 
 @dg.multi_asset(
@@ -246,7 +251,7 @@ def published_telemetry(
     """Rebuild each event hour from every delivery staged for it, swap it into ClickHouse, gate it."""
     from atlasmesh.telemetry.pipeline import PROCESSED_PREFIX, build_event_hour
     from atlasmesh.telemetry.validate import partition_path
-    from atlasmesh.warehouse.telemetry import RETENTION_DAYS, ensure_schema, load_hour_from_lake
+    from atlasmesh.warehouse.telemetry import RETENTION_DAYS, ensure_schema, load_hours_from_lake
 
     publishing = _publishes(context)
     the_lake, client = lake.lake(), warehouse.client()
@@ -260,44 +265,58 @@ def published_telemetry(
         # once, so a backfill of old history stops at the lake and the hot path holds nothing.
         return hour < datetime.now(UTC) - timedelta(days=RETENTION_DAYS)
 
-    def regate(hour: datetime) -> HourOutcome:
-        gate.add(hour, 0 if too_old(hour) else None)
-        return HourOutcome(metadata={})
+    def regate(hours: list[datetime]) -> list[HourOutcome]:
+        for hour in hours:
+            gate.add(hour, 0 if too_old(hour) else None)
+        return [HourOutcome(metadata={}) for _ in hours]
 
-    def publish(hour: datetime) -> HourOutcome:
-        built = build_event_hour(the_lake, hour).metadata()
-        path = the_lake.uri(f"{partition_path(PROCESSED_PREFIX, hour)}/")
-        if too_old(hour):
-            skipped = {"rows": 0, "skipped": f"older than the {RETENTION_DAYS}-day hot retention"}
-            hot = {HOT_TELEMETRY: skipped, HOT_METRICS: skipped}
-            gate.add(hour, 0)
-        else:
-            # Loaded from what was just published, never from staging: the warehouse and
-            # the lake hold the same rows. An hour with nothing accepted has no processed
-            # file and clears the warehouse hour.
-            loaded = load_hour_from_lake(
-                client, the_lake, hour, missing_ok=not built["processed_bytes"]
-            )
-            hot = {
-                HOT_TELEMETRY: {
-                    "rows": loaded.rows,
-                    "checksum": str(loaded.checksum),
-                    "loaded_at": loaded.loaded_at.isoformat(),
-                    "duration_s": round(loaded.duration_s, 3),
-                },
-                HOT_METRICS: {"rows": loaded.metrics_rows},
-            }
-            # Judged against what processing published for the hour.
-            gate.add(hour, int(built["accepted"]))
-        metadata = _metadata(built, path)
-        return HourOutcome(
-            metadata={PROCESSED: metadata, **hot},
-            checks={
-                dg.AssetCheckKey(PROCESSED, CONSERVED): _conserved(
-                    metadata, bool(built["conserved"])
-                )
-            },
+    def publish(hours: list[datetime]) -> list[HourOutcome]:
+        built = {hour: build_event_hour(the_lake, hour).metadata() for hour in hours}
+        hot_hours = [hour for hour in hours if not too_old(hour)]
+        # Loaded from what was just published, never from staging: the warehouse and the
+        # lake hold the same rows. An hour with nothing accepted has no processed file and
+        # clears the warehouse hour.
+        # If the server fails between two hours' swaps, the swapped ones are not in the
+        # gate yet: the step fails (and alerts), and its retry re-publishes and gates them.
+        loads = load_hours_from_lake(
+            client,
+            the_lake,
+            hot_hours,
+            missing_ok={hour for hour in hot_hours if not built[hour]["processed_bytes"]},
         )
+        loaded = dict(zip(hot_hours, loads, strict=True))
+        outcomes = []
+        for hour in hours:
+            if hour in loaded:
+                load = loaded[hour]
+                hot = {
+                    HOT_TELEMETRY: {
+                        "rows": load.rows,
+                        "checksum": str(load.checksum),
+                        "loaded_at": load.loaded_at.isoformat(),
+                        "duration_s": round(load.duration_s, 3),
+                    },
+                    HOT_METRICS: {"rows": load.metrics_rows},
+                }
+                # Judged against what processing published for the hour.
+                gate.add(hour, int(built[hour]["accepted"]))
+            else:
+                skipped = {
+                    "rows": 0,
+                    "skipped": f"older than the {RETENTION_DAYS}-day hot retention",
+                }
+                hot = {HOT_TELEMETRY: skipped, HOT_METRICS: skipped}
+                gate.add(hour, 0)
+            path = the_lake.uri(f"{partition_path(PROCESSED_PREFIX, hour)}/")
+            metadata = _metadata(built[hour], path)
+            conserved = _conserved(metadata, bool(built[hour]["conserved"]))
+            outcomes.append(
+                HourOutcome(
+                    metadata={PROCESSED: metadata, **hot},
+                    checks={dg.AssetCheckKey(PROCESSED, CONSERVED): conserved},
+                )
+            )
+        return outcomes
 
     yield from _partition_runs(context, publish if publishing else regate, gate)
 

@@ -27,10 +27,11 @@ if TYPE_CHECKING:
     from atlasmesh.settings import Settings
 
 TELEMETRY_GATE = "telemetry_hour_conforms"
-# A batch is validated once it holds a day of hours or this many rows: the gate stays one
-# Great Expectations validation per day of small hours, a big hour is judged as soon as it is
-# loaded, and a step that dies leaves at most one batch of loaded hours unjudged.
-GATE_BATCH_HOURS = 24
+# A batch is validated once it holds a week of hours or this many rows: a backfill of small
+# hours costs one Great Expectations validation per week (each costs seconds whatever its
+# size), a big hour is judged as soon as it is loaded, and a step that dies leaves at most
+# one batch of loaded hours unjudged. Downstream steps wait for the whole step anyway.
+GATE_BATCH_HOURS = 168
 GATE_BATCH_ROWS = 1_000_000
 
 # Partitioned checks are a preview in Dagster 1.13; the gate needs the partition of the hour
