@@ -26,41 +26,23 @@ from assets.sources import fleet_simulation
 from atlasmesh.warehouse import service
 from orchestration.resources import build_resources
 from orchestration.sensors import new_landing_files, staged_event_hours
+from tests.fixtures.platform import simulated_day
 from tests.fixtures.warehouse import start_service
 
 # Recent enough for the 90-day hot retention, old enough to be complete.
 DAY = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
-SIM = {
-    "ops": {
-        "fleet_simulation": {
-            "config": {"vehicles": 6, "interval_s": 60.0, "fault_rate": 0.05, "origin": DAY}
-        }
-    }
-}
 ASSETS = [fleet_simulation, fleet_core_tables, staged_telemetry, published_telemetry]
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A home with its own warehouse service, a simulated day and extracted fleet-core."""
-    svc = start_service(tmp_path_factory.mktemp("ingest_home"))
-    resources = build_resources(svc.settings)
-    with dg.instance_for_test() as instance:
-        assert dg.materialize(
-            [fleet_simulation],
-            resources=resources,
-            partition_key=DAY,
-            run_config=SIM,
-            instance=instance,
-        ).success
-        assert dg.materialize(
-            [fleet_core_tables],
-            resources=resources,
-            instance=instance,
-            selection=list(TABLE_KEYS.values()),
-        ).success
-        yield {"resources": resources, "instance": instance, "settings": svc.settings}
-    service.stop(svc.settings, timeout=30)
+    home = tmp_path_factory.mktemp("ingest_home")
+    with (
+        dg.instance_for_test() as instance,
+        simulated_day(home, DAY, instance, fault_rate=0.05) as (settings, resources),
+    ):
+        yield {"resources": resources, "instance": instance, "settings": settings}
 
 
 def _job(platform: dict, selection: list[dg.AssetKey]) -> dg.JobDefinition:

@@ -16,7 +16,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from assets.fleet_core import TABLE_KEYS, fleet_core_tables
+from assets.fleet_core import fleet_core_tables
 from assets.ingest import (
     CONSERVED,
     GATE,
@@ -32,11 +32,9 @@ from assets.sources import fleet_simulation
 from atlasmesh.alerts import list_alerts
 from atlasmesh.lake import Lake
 from atlasmesh.simulator.incidents import inject_gps_jumps
-from atlasmesh.warehouse import service
 from atlasmesh.warehouse.quarantine import quarantined_rows
 from orchestration.alerts import check_evaluation_alerts
-from orchestration.resources import build_resources
-from tests.fixtures.warehouse import start_service
+from tests.fixtures.platform import simulated_day
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,13 +44,6 @@ pytestmark = [
 
 DAY = (datetime.now(UTC) - timedelta(days=3)).date()
 CLEAN, BAD = (datetime(DAY.year, DAY.month, DAY.day, h, tzinfo=UTC) for h in (6, 14))
-SIM = {
-    "ops": {
-        "fleet_simulation": {
-            "config": {"vehicles": 6, "interval_s": 60.0, "fault_rate": 0.0, "origin": str(DAY)}
-        }
-    }
-}
 DOWNSTREAM = dg.AssetKey(["marts", "downstream_of_telemetry"])
 
 
@@ -77,34 +68,23 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     The hours are far apart: a gateway batch window reaches ten minutes back, so the fault
     also touches the end of the event hour before BAD.
     """
-    svc = start_service(tmp_path_factory.mktemp("gate_home"))
-    resources = build_resources(svc.settings)
-    defs = dg.Definitions(assets=ASSETS, resources=resources)
-    job = defs.resolve_implicit_global_asset_job_def()
+    home = tmp_path_factory.mktemp("gate_home")
     # Ephemeral: its event log answers the alert sensor's query for check evaluations.
-    with dg.DagsterInstance.ephemeral() as instance:
-        assert dg.materialize(
-            [fleet_simulation],
-            resources=resources,
-            partition_key=str(DAY),
-            run_config=SIM,
-            instance=instance,
-        ).success
-        assert dg.materialize(
-            [fleet_core_tables],
-            resources=resources,
-            instance=instance,
-            selection=list(TABLE_KEYS.values()),
-        ).success
-        fault = inject_gps_jumps(Lake.from_settings(svc.settings), BAD)
+    with (
+        dg.DagsterInstance.ephemeral() as instance,
+        simulated_day(home, str(DAY), instance, fault_rate=0.0) as (settings, resources),
+    ):
+        job = dg.Definitions(
+            assets=ASSETS, resources=resources
+        ).resolve_implicit_global_asset_job_def()
+        fault = inject_gps_jumps(Lake.from_settings(settings), BAD)
         assert fault.lines > 100
         for hour in (CLEAN, BAD, BAD + timedelta(hours=1), CLEAN + timedelta(hours=1)):
             staged = job.get_subset(asset_selection={STAGED}).execute_in_process(
                 instance=instance, partition_key=f"{hour:%Y-%m-%d-%H:%M}"
             )
             assert staged.success
-        yield {"job": job, "instance": instance, "settings": svc.settings, "resources": resources}
-    service.stop(svc.settings, timeout=30)
+        yield {"job": job, "instance": instance, "settings": settings, "resources": resources}
 
 
 def _key(hour: datetime) -> str:
