@@ -8,17 +8,24 @@ the simulator's world (organizations, fleets, vehicles with their `vehicle_profi
 routes, ...) plus trips, alerts and maintenance drawn from the same plan, written to a
 SQLite fleet-core database and extracted into the warehouse with `extract_all`.
 
-Steps, all against one fresh embedded warehouse service:
-1. load the first half of the days hour by hour (`load_hour_from_lake`), full `dbt build`;
-2. append one day, incremental `dbt build` of that day (history = half);
-3. append the days up to the last but one (one incremental catch-up run), then the last day
-   and its incremental build (history = full): the cost per new day against history length;
-4. `dbt build --full-refresh` over everything (the full build to compare with);
-5. each operational question: `SELECT *` of its mart (median of several runs) against
+Steps, all against one fresh embedded warehouse service (data loaded a day ahead of builds):
+1. a first `dbt build` of day 0 (every model and data test; unit tests, whose fixtures a
+   window filters away, are left to the test suite);
+2. incremental builds (`int_telemetry_points_sessionised+ fct_trips+`, window vars): day 1
+   (1 day of history), days 2-3 together (twice the new rows), days 4 to the last but one,
+   day 1 again with all history built (same day, same as_of, 1 vs D-1 days of history), an
+   empty day (what a build costs without new rows), the last day;
+3. optionally `dbt build --full-refresh` over everything;
+4. each operational question: `SELECT *` of its mart (median of several runs) against
    polars scanning the processed Parquet lazily and computing the same answer.
+Every build records its seconds, dbt's per-model seconds (run_results.json) and, from
+EXPLAIN ESTIMATE, the point-table rows each node reads: a measure the machine's load cannot
+blur. `--bulk-load` prepares the hot path with one INSERT ... SELECT FROM file() per day
+(same rows and hourly metrics as `load_hour_from_lake`, load_id aside) instead of hour loads.
 
 Run: `.venv/bin/python bench/bench_marts.py --rows 2_000_000 --vehicles 50 --interval-s 10`;
-results go to bench/results/marts.json.
+at 100 M rows: `--rows 100_000_000 --vehicles 1000 --interval-s 5 --bulk-load --polars-runs 1
+--no-full-refresh`. Results go to bench/results/marts.json.
 """
 
 from __future__ import annotations
@@ -328,11 +335,163 @@ def write_fleet_core(world: Any, rows: dict[str, list[dict[str, Any]]], url: str
         return store.row_counts()
 
 
+# --- loading and measuring ---------------------------------------------------------------
+
+
+def bulk_load_day(client: Any, lake_dir: Path, day: datetime) -> None:
+    """Load one day of processed Parquet into the hot path with INSERT ... SELECT FROM file().
+
+    The bench's data preparation only: the same telemetry rows and hourly metrics state that
+    `load_hour_from_lake` gives (load_id aside), without its per-hour staging and swaps.
+    """
+    from atlasmesh.telemetry.registry import PROCESSED_SCHEMA
+    from atlasmesh.warehouse.telemetry import (
+        DATABASE,
+        METRICS_STATE_TABLE,
+        TELEMETRY_TABLE,
+        metrics_state_sql,
+    )
+
+    names = ", ".join(f"`{n}`" for n in PROCESSED_SCHEMA.names)
+    files = lake_dir / "processed" / "vehicle_telemetry" / f"date={day:%Y-%m-%d}" / "hour=*"
+    client.command(
+        f"INSERT INTO `{DATABASE}`.`{TELEMETRY_TABLE}` ({names}, `load_id`) "
+        f"SELECT {names}, 'bench-bulk-{day:%Y%m%d}' FROM file('{files}/*.parquet', Parquet)"
+    )
+    client.command(
+        f"INSERT INTO `{DATABASE}`.`{METRICS_STATE_TABLE}` "
+        + metrics_state_sql(
+            f"(SELECT * FROM `{DATABASE}`.`{TELEMETRY_TABLE}` "
+            f"WHERE toDate(recorded_at) = toDate('{day:%Y-%m-%d}'))"
+        )
+    )
+
+
+def rows_between(client: Any, lo: datetime, hi: datetime) -> int:
+    """Telemetry rows recorded in [lo, hi)."""
+    return int(
+        client.query(
+            "SELECT count() FROM atlasmesh_analytics.vehicle_telemetry "
+            f"WHERE recorded_at >= toDateTime64({lo.timestamp()}, 3, 'UTC') "
+            f"AND recorded_at < toDateTime64({hi.timestamp()}, 3, 'UTC')"
+        ).result_rows[0][0]
+    )
+
+
+def built_days(client: Any) -> int:
+    """Day partitions of the point model built so far (the history an incremental run sits on)."""
+    return int(
+        client.query(
+            "SELECT uniqExact(partition) FROM system.parts WHERE active "
+            "AND database = 'analytics_intermediate' "
+            "AND table = 'int_telemetry_points_sessionised'"
+        ).result_rows[0][0]
+    )
+
+
+def node_seconds(run_results: Path) -> dict[str, float]:
+    """Seconds per model from dbt's run_results.json, plus all data tests summed."""
+    results = json.loads(run_results.read_text())["results"]
+    out: dict[str, float] = {}
+    tests = 0.0
+    for r in results:
+        kind, name = r["unique_id"].split(".")[0], r["unique_id"].split(".")[2]
+        if kind == "model":
+            out[name] = round(r["execution_time"], 2)
+        elif kind == "test":
+            tests += r["execution_time"]
+    out["data_tests_total"] = round(tests, 2)
+    out["nodes"] = len(results)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def rows_to_read(client: Any, compiled: Path) -> dict[str, int]:
+    """Telemetry-scale rows each compiled node would read, from EXPLAIN ESTIMATE (index analysis).
+
+    Deterministic, unlike seconds on a shared machine: the rows of the point table and the
+    hot path each model or test selects after partition pruning, for nodes reading them.
+    """
+    big = {"vehicle_telemetry", "int_telemetry_points_sessionised"}
+    readers = ("int_telemetry_points_sessionised", "int_trip_points_matched", "vehicle_telemetry")
+    out: dict[str, int] = {}
+    for path in sorted(compiled.rglob("*.sql")):
+        sql = path.read_text()
+        # A view's own node only defines it (its readers are counted); CREATE VIEW reads nothing.
+        if path.stem == "int_trip_points_matched" or not any(r in sql for r in readers):
+            continue
+        try:
+            rows = client.query(f"EXPLAIN ESTIMATE {sql}").named_results()
+        except Exception as exc:  # a node EXPLAIN cannot plan is reported, not fatal
+            out[path.stem] = -1
+            print(f"EXPLAIN ESTIMATE {path.stem}: {str(exc).splitlines()[0][:200]}")
+            continue
+        n = sum(int(r["rows"]) for r in rows if r["table"] in big)
+        if n:
+            out[path.stem[:60]] = n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def proportionality(builds: dict[str, dict], days: int) -> dict[str, Any]:
+    """Incremental costs against history length and against the new data's size."""
+    last = days - 1
+    one = builds["day_1_history_1"]
+    again = builds[f"day_1_again_history_{last}"]
+    two = builds["days_2_3_history_2"]
+    empty = builds[f"empty_day_history_{last}"]
+
+    def model(build: dict, name: str = "int_telemetry_points_sessionised") -> float:
+        return build["nodes_s"].get(name, 0.0)
+
+    fixed = empty["seconds"]
+    out: dict[str, Any] = {
+        "build_without_new_rows_s": fixed,
+        "same_day_history_1_vs_history_last": {
+            "days_built_before": [one["days_built_before"], again["days_built_before"]],
+            "build_s": [one["seconds"], again["seconds"]],
+            "ratio": round(again["seconds"] / one["seconds"], 2),
+            "point_model_s": [model(one), model(again)],
+            "point_model_ratio": round(model(again) / model(one), 2),
+        },
+        "two_days_vs_one_day": {
+            "new_rows": [one["new_rows"], two["new_rows"]],
+            "build_s": [one["seconds"], two["seconds"]],
+            "above_fixed_ratio": round((two["seconds"] - fixed) / (one["seconds"] - fixed), 2),
+            "point_model_s": [model(one), model(two)],
+            "point_model_ratio": round(model(two) / model(one), 2),
+        },
+    }
+    per_m_rows = {
+        name: round(model(b) / (b["new_rows"] / 1e6), 3)
+        for name, b in builds.items()
+        if b["new_rows"]
+    }
+    out["point_model_s_per_million_new_rows"] = per_m_rows
+    return out
+
+
 # --- polars: the same answers from the processed Parquet ---------------------------------
+
+# What point_features reads from the processed Parquet.
+POINT_COLUMNS = [
+    "vehicle_id",
+    "telemetry_id",
+    "recorded_at",
+    "latitude",
+    "longitude",
+    "speed_kmh",
+    "battery_level_percent",
+    "fuel_level_percent",
+    "operational_status",
+    "diagnostic_codes",
+]
 
 
 def polars_answers(
-    lake_dir: Path, as_of: datetime, vehicles: pl.DataFrame, breakdowns: pl.DataFrame
+    lake_dir: Path,
+    start: datetime,
+    as_of: datetime,
+    vehicles: pl.DataFrame,
+    breakdowns: pl.DataFrame,
 ) -> dict[str, Callable[[], pl.DataFrame]]:
     """For each question, a function scanning the processed Parquet lazily for its answer."""
     from tests.integration.test_dbt_telemetry_marts import (
@@ -343,38 +502,52 @@ def polars_answers(
 
     glob = str(lake_dir / "processed" / "vehicle_telemetry" / "**" / "*.parquet")
     as_of_naive = as_of.replace(tzinfo=None)
+    first_day = start.replace(tzinfo=None)
 
-    def scan() -> pl.LazyFrame:
-        return pl.scan_parquet(glob, hive_partitioning=True).with_columns(
-            pl.col("recorded_at").dt.replace_time_zone(None)
+    def scan(lo: datetime, hi: datetime) -> pl.DataFrame:
+        # Only the columns the answers use, only the rows of [lo, hi]: projection and
+        # predicate pushdown, so polars reads what the marts' definitions need and no more.
+        return (
+            pl.scan_parquet(glob, hive_partitioning=True)
+            .select(POINT_COLUMNS)
+            .with_columns(pl.col("recorded_at").dt.replace_time_zone(None))
+            .filter(pl.col("recorded_at").is_between(lo, hi))
+            .collect()
         )
 
     def recent_states() -> pl.DataFrame:
         # The day before as_of plus the hour of context sessionisation needs on each side.
-        lo = as_of_naive - timedelta(hours=25, minutes=10)
-        points = scan().filter(pl.col("recorded_at").is_between(lo, as_of_naive)).collect()
+        points = scan(as_of_naive - timedelta(hours=25, minutes=10), as_of_naive)
         return states_as_of(point_features(points), as_of_naive)
 
+    def day_points(day: datetime) -> pl.DataFrame:
+        # One day with an hour of context either side (every flag is decided within 30
+        # minutes of its point), so memory stays at one day whatever the history.
+        hi = min(day + timedelta(days=1, hours=1), as_of_naive)
+        points = point_features(scan(day - timedelta(hours=1), hi))
+        return points.filter(pl.col("day") == day.date())
+
     def days() -> pl.DataFrame:
-        points = point_features(
-            scan().filter(pl.col("recorded_at") <= as_of_naive).collect()
-        ).with_columns(
-            energy_drop=pl.when(pl.col("interval_s") > 0).then(
-                (pl.col("energy") - pl.col("next_energy")).clip(lower_bound=0)
+        per_day = []
+        for d in range((as_of_naive - first_day).days + (as_of_naive.hour > 0)):
+            points = day_points(first_day + timedelta(days=d)).with_columns(
+                energy_drop=pl.when(pl.col("interval_s") > 0).then(
+                    (pl.col("energy") - pl.col("next_energy")).clip(lower_bound=0)
+                )
             )
-        )
-        extra = points.group_by("vehicle_id", "day").agg(
-            driving_energy_used_percent=pl.col("energy_drop").filter(pl.col("driving")).sum(),
-            out_of_service_hours=pl.col("interval_s")
-            .filter(
-                ~pl.col("driving") & pl.col("operational_status").is_in(["maintenance", "fault"])
+            extra = points.group_by("vehicle_id", "day").agg(
+                driving_energy_used_percent=pl.col("energy_drop").filter(pl.col("driving")).sum(),
+                out_of_service_hours=pl.col("interval_s")
+                .filter(
+                    ~pl.col("driving")
+                    & pl.col("operational_status").is_in(["maintenance", "fault"])
+                )
+                .sum()
+                / 3600,
             )
-            .sum()
-            / 3600,
-        )
+            per_day.append(vehicle_days(points).join(extra, on=["vehicle_id", "day"]))
         return (
-            vehicle_days(points)
-            .join(extra, on=["vehicle_id", "day"])
+            pl.concat(per_day)
             .join(vehicles, on="vehicle_id")
             .join(breakdowns, on=["vehicle_id", "day"], how="left")
             .with_columns(pl.col("breakdowns").fill_null(0))
@@ -497,7 +670,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tests.fixtures.warehouse import start_service
 
     per_day = args.vehicles * 86_400 / args.interval_s
-    days = max(4, math.ceil(args.rows / per_day))
+    days = max(5, math.ceil(args.rows / per_day))
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     origin = today - timedelta(days=days + 1)
     end = origin + timedelta(days=days)
@@ -536,7 +709,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     url = f"sqlite:///{work / 'fleet_core.db'}"
     out["fleet_core_rows"] = write_fleet_core(world, events, url)
 
-    svc = start_service(work / "home")
+    svc = start_service(work / "home", warehouse_query_timeout_s=args.query_timeout_s)
     settings = svc.settings
     client = svc.client()
     try:
@@ -546,27 +719,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def load(first_day: int, last_day: int) -> float:
             t = time.perf_counter()
-            for hour in range(first_day * 24, last_day * 24):
-                load_hour_from_lake(client, lake, origin + timedelta(hours=hour))
+            if args.bulk_load:
+                for day in range(first_day, last_day):
+                    bulk_load_day(client, work / "lake", origin + timedelta(days=day))
+            else:
+                for hour in range(first_day * 24, last_day * 24):
+                    load_hour_from_lake(client, lake, origin + timedelta(hours=hour))
             return time.perf_counter() - t
 
-        def dbt(name: str, args_: list[str], as_of: datetime, **window: str) -> float:
+        def day_at(d: int) -> datetime:
+            return origin + timedelta(days=d)
+
+        def dbt(name: str, dbt_args: list[str], as_of: datetime, days_: range | None) -> dict:
+            """One timed dbt invocation; window vars cover `days_` (None: no window)."""
+            window = {}
+            if days_ is not None:
+                window = {
+                    "window_start": day_at(days_.start).isoformat(),
+                    "window_end": day_at(days_.stop).isoformat(),
+                }
+            target = work / "target" / name
+            history = built_days(client)
             t = time.perf_counter()
             result = run_dbt(
                 settings,
-                args_,
+                dbt_args,
                 dbt_vars={"as_of": as_of.isoformat(), **window},
-                target_path=work / "target",
+                target_path=target,
                 capture=True,
             )
             seconds = time.perf_counter() - t
             if result.returncode != 0:
                 raise SystemExit(f"dbt {name} failed:\n{result.stdout[-6000:]}")
-            print(f"dbt {name}: {seconds:.1f} s")
-            return seconds
-
-        def day_at(d: int) -> datetime:
-            return origin + timedelta(days=d)
+            nodes = node_seconds(target / "run_results.json")
+            to_read = rows_to_read(client, target / "compiled")
+            print(f"dbt {name}: {seconds:.1f} s (load average {os.getloadavg()[0]:.1f})")
+            return {
+                "seconds": round(seconds, 1),
+                "new_days": len(days_) if days_ is not None else None,
+                "new_rows": rows_between(client, day_at(days_.start), day_at(days_.stop))
+                if days_ is not None
+                else None,
+                "days_built_before": history,
+                "load_avg_1m": round(os.getloadavg()[0], 1),
+                "nodes_s": nodes,
+                "rows_to_read": to_read,
+            }
 
         # Unit tests are left out: their fixed inputs fall outside the window vars (see docs).
         incremental = [
@@ -577,44 +775,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "--exclude-resource-type",
             "unit_test",
         ]
-        half = days // 2
-        loads = {"first_half_s": load(0, half)}
-        builds = {"full_build_half_history_s": dbt("full (half)", ["build"], day_at(half))}
-        loads["day_after_half_s"] = load(half, half + 1)
-        window = {
-            "window_start": day_at(half).isoformat(),
-            "window_end": day_at(half + 1).isoformat(),
-        }
-        builds["incremental_day_at_half_history_s"] = dbt(
-            "incremental (half)", incremental, day_at(half + 1), **window
-        )
-        if days - 1 > half + 1:
-            loads["catch_up_s"] = load(half + 1, days - 1)
-            window = {
-                "window_start": day_at(half + 1).isoformat(),
-                "window_end": day_at(days - 1).isoformat(),
-            }
-            builds["incremental_catch_up_s"] = dbt(
-                "incremental catch-up", incremental, day_at(days - 1), **window
+        # Builds, in order (D days; day k is [day_at(k), day_at(k + 1))). Each incremental
+        # build answers as of the end of its window, so the time-relative marts always read
+        # one full day of points whatever the window. Data is loaded a day ahead of the
+        # builds, as in production (a day is rebuilt until the next day's first hours are
+        # in): a day built before its successor exists has no interval from its last points
+        # to midnight.
+        loads: dict[str, float] = {}
+        builds: dict[str, dict] = {}
+        loads["days_0_1_s"] = load(0, 2)
+        first = ["build", "--exclude-resource-type", "unit_test"]
+        builds["first_build_day_0"] = dbt("first", first, day_at(1), range(0, 1))
+        loads["day_2_s"] = load(2, 3)
+        builds["day_1_history_1"] = dbt("day1", incremental, day_at(2), range(1, 2))
+        loads["days_3_4_s"] = load(3, 5)
+        builds["days_2_3_history_2"] = dbt("days2-3", incremental, day_at(4), range(2, 4))
+        loads["days_5_to_last_s"] = load(5, days)
+        if days - 1 > 4:
+            builds[f"days_4_{days - 2}_history_4"] = dbt(
+                "catch-up", incremental, day_at(days - 1), range(4, days - 1)
             )
-        loads["last_day_s"] = load(days - 1, days)
-        window = {"window_start": day_at(days - 1).isoformat(), "window_end": end.isoformat()}
-        builds["incremental_day_at_full_history_s"] = dbt(
-            "incremental (full)", incremental, end, **window
+        # The same day as day_1_history_1, the same as_of, with all history built around it.
+        builds[f"day_1_again_history_{days - 1}"] = dbt(
+            "day1-again", incremental, day_at(2), range(1, 2)
         )
-        builds["full_build_full_history_s"] = dbt("full refresh", ["build", "--full-refresh"], end)
-        out["load_s"] = {k: round(v, 1) for k, v in loads.items()}
-        out["load_rows_per_s"] = round(rows / sum(loads.values()))
-        out["dbt_s"] = {k: round(v, 1) for k, v in builds.items()}
-        out["history_days"] = {"half": half, "full": days - 1}
-        out["incremental_vs_full_build"] = round(
-            builds["incremental_day_at_full_history_s"] / builds["full_build_full_history_s"], 3
+        # A window holding no telemetry: what a build costs besides its new rows.
+        builds[f"empty_day_history_{days - 1}"] = dbt(
+            "empty", incremental, end, range(days + 1, days + 2)
         )
-        out["incremental_full_vs_half_history"] = round(
-            builds["incremental_day_at_full_history_s"]
-            / builds["incremental_day_at_half_history_s"],
-            3,
+        builds[f"day_{days - 1}_history_{days - 1}"] = dbt(
+            "last-day", incremental, end, range(days - 1, days)
         )
+        if args.full_refresh:
+            builds["full_refresh_all_days"] = dbt(
+                "full-refresh", ["build", "--full-refresh"], end, None
+            )
+        out["load"] = {
+            "path": "bulk INSERT ... SELECT FROM file() per day"
+            if args.bulk_load
+            else "load_hour_from_lake per hour",
+            "seconds": {k: round(v, 1) for k, v in loads.items()},
+            "rows_per_s": round(rows / sum(loads.values())),
+        }
+        out["dbt"] = builds
+        out["proportionality"] = proportionality(builds, days)
+        print(json.dumps(out["proportionality"], indent=2))
 
         # 4. the questions: mart vs polars
         vehicles = pl.DataFrame(
@@ -642,7 +847,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             .group_by("vehicle_id", "day")
             .agg(breakdowns=pl.len())
         )
-        answers = polars_answers(work / "lake", end, vehicles, breakdowns)
+        answers = polars_answers(work / "lake", origin, end, vehicles, breakdowns)
         questions = {}
         for mart, polars_fn in answers.items():
             mart_s, table = _median_time(
@@ -678,13 +883,15 @@ def _print(results: dict[str, Any]) -> None:
         f"\n{r['generate']['rows']:,} rows: {r['vehicles']} vehicles every {r['interval_s']} s "
         f"over {r['days']} days ({r['generate']['parquet_mb']} MB Parquet)"
     )
-    print(f"load: {r['load_s']} ({r['load_rows_per_s']:,} rows/s)")
-    for name, seconds in r["dbt_s"].items():
-        print(f"  dbt {name:40} {seconds:>8.1f} s")
     print(
-        f"incremental day / full build: {r['incremental_vs_full_build']}; "
-        f"incremental day at full / half history: {r['incremental_full_vs_half_history']}"
+        f"load ({r['load']['path']}): {r['load']['seconds']} ({r['load']['rows_per_s']:,} rows/s)"
     )
+    for name, b in r["dbt"].items():
+        print(
+            f"  dbt {name:32} {b['seconds']:>8.1f} s  new rows {b['new_rows'] or 0:>11,}  "
+            f"days built before {b['days_built_before']}  load {b['load_avg_1m']}"
+        )
+    print(json.dumps(r["proportionality"], indent=2))
     print(f"\n{'question':32} {'rows':>6} {'mart ms':>9} {'polars ms':>10} {'x':>7} agrees")
     for name, q in r["questions"].items():
         print(
@@ -703,6 +910,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="mart reads per question")
     parser.add_argument("--polars-runs", type=int, default=3, help="polars runs per question")
     parser.add_argument("--tmp", default=None, help="where the lake and warehouse go")
+    parser.add_argument(
+        "--bulk-load",
+        action="store_true",
+        help="load whole days with INSERT ... FROM file() instead of hour by hour",
+    )
+    parser.add_argument(
+        "--full-refresh",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end with a dbt build --full-refresh over every day",
+    )
+    parser.add_argument("--query-timeout-s", type=float, default=1800.0)
     args = parser.parse_args()
     results: dict[str, Any] = {
         "benchmark": "marts",

@@ -6,6 +6,9 @@
     window: a point's interval [recorded_at, next point) counts only the part inside
     (as_of - 24 h, as_of]. A rest is a stationary stretch of 20 minutes or more, or a
     telemetry gap of 20 minutes or more (see int_telemetry_points_sessionised). -#}
+{#- A table, rebuilt in every run: four marts and its tests read it, and as a view each of
+    them would sessionise the day of points again. -#}
+{{ config(materialized='table') }}
 {%- set rest_s = 1200 -%}
 
 with points as (

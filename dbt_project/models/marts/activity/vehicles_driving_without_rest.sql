@@ -3,25 +3,16 @@
     counts short halts at lights and junctions, as a tachograph does. -#}
 {%- set limit_hours = 4 -%}
 
-with states as (
-    select * from {{ ref('int_vehicle_states_summarised') }}
-),
-
-vehicles as (
-    select vehicle_id, organization_id, fleet_id, asset_tag from {{ ref('dim_vehicles') }}
-)
-
 select
-    vehicles.organization_id as organization_id,
-    vehicles.fleet_id as fleet_id,
-    states.vehicle_id as vehicle_id,
-    vehicles.asset_tag as asset_tag,
-    {{ as_of() }} as as_of,
-    states.driving_hours_since_rest as driving_hours_since_rest,
+    organization_id,
+    fleet_id,
+    vehicle_id,
+    asset_tag,
+    as_of,
+    driving_hours_since_rest,
     -- NULL: no rest in the 24 hours looked back; the driving time is then a lower bound.
-    states.last_rest_at as last_rest_at,
-    states.last_seen_at as last_seen_at,
-    states.last_operational_status as operational_status
-from states
-inner join vehicles on states.vehicle_id = vehicles.vehicle_id
-where states.driving_hours_since_rest >= {{ limit_hours }}
+    last_rest_at,
+    last_seen_at,
+    last_operational_status as operational_status
+from {{ ref('int_vehicle_states_attributed') }}
+where driving_hours_since_rest >= {{ limit_hours }}
