@@ -13,7 +13,7 @@ from pathlib import Path
 
 from atlasmesh.settings import Settings
 
-DEMO_DAYS = int(os.environ.get("ATLASMESH_DEMO_DAYS", "14"))
+DEMO_DAYS = int(os.environ.get("ATLASMESH_DEMO_DAYS", "21"))
 DEMO_VEHICLES = int(os.environ.get("ATLASMESH_DEMO_VEHICLES", "36"))
 DOCS_PORT = int(os.environ.get("ATLASMESH_DOCS_PORT", "8580"))
 # What an analyst asks first: the fleet's days, from the fleet-day mart.
