@@ -1,7 +1,7 @@
 """The telemetry quality gate in Dagster: a blocking check of the publish step, judged per hour.
 
 `assets.ingest.published_telemetry` declares `telemetry_hour_conforms` on the hot path and
-hands every hour it loads to a `TelemetryGate`, which validates the hours in batches (a day
+hands every hour it loads to a `TelemetryGate`, which validates the hours in batches (a week
 of hours, or one big hour), scores them and quarantines the ones that fail. A failing hour
 stops the downstream assets of the same run (blocking check) and leaves the hot path for the
 quarantine table, so no later run of the marts, features or scoring builds on it either.
