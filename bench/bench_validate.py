@@ -18,6 +18,18 @@ so it parses less than the validator does; its ratio flatters the baseline.
 
 Run: `.venv/bin/python bench/bench_validate.py [--events 1200000] [--compare FILE]`;
 results go to bench/results/validate.json.
+
+`--small-hours --compare FILE` times the fixed cost per block instead: it simulates a demo
+day (36 vehicles, a sample every 30 s: ~4,300 events in ~70-96 gateway files an hour) and
+validates every arrival hour as staging does (keep-every-row dedup), with this validator and
+the one in FILE alternately in one warmed-up process, then one large block (a whole day of
+one schema folder as one file) the same way; results go to
+bench/results/validate_small_hours.json.
+
+`--fuzz N --compare FILE` is the parity check that goes with such a change: N batches of
+landing files full of hostile lines, each validated by this validator and the one in FILE,
+every result compared (tables with their schemas, counts, flags, notes); exit status 1 on
+any difference.
 """
 
 from __future__ import annotations
@@ -375,6 +387,362 @@ def _side(run: dict, lines: int) -> dict:
     return out
 
 
+def _simulate_demo_day(home: Path) -> Path:
+    """A demo-sized day of landing files (the simulator's CLI, as `make demo` runs it)."""
+    exe = Path(sys.executable).with_name("atlasmesh")
+    cmd = [str(exe), "simulate", "--seed", "7", "--vehicles", "36", "--days", "1"]
+    env = {**os.environ, "ATLASMESH_HOME": str(home)}
+    subprocess.run([*cmd, "--interval-s", "30"], env=env, check=True, capture_output=True)
+    return home / "lake" / "landing" / "telemetry"
+
+
+def _keep_all(v: ModuleType) -> object:
+    """A deduplicator keeping every row, like staging's (duplicates are decided at build)."""
+    import numpy as np
+
+    class KeepAll(v.Deduplicator):  # type: ignore[name-defined,misc]
+        def keep_mask(self, table: object) -> np.ndarray:
+            return np.ones(table.num_rows, dtype=bool)  # type: ignore[attr-defined]
+
+        def filter(self, table: object) -> tuple[object, int]:
+            return table, 0
+
+    return KeepAll()
+
+
+def _timed_hour(v: ModuleType, files: list[tuple[str, bytes]], known: list[str]) -> tuple:
+    """Wall and CPU seconds (all threads) to validate one arrival hour; and what it decided."""
+    landing = [
+        v.LandingFile(p, v.arrival_time_from_path(p), (lambda d=d: d), v.schema_folder_from_path(p))
+        for p, d in files
+    ]
+    landing.sort(key=lambda f: (f.arrival_time, f.schema_folder or "", f.path))
+    cpu, t0 = time.process_time(), time.perf_counter()
+    totals = [0, 0, 0]
+    for group in v.validate_file_groups(landing, known_vehicles=known, deduplicator=_keep_all(v)):
+        totals[0] += group.accepted.num_rows
+        totals[1] += group.dead_letters.num_rows
+        totals[2] += sum(r.received for r in group.results)
+    return time.perf_counter() - t0, time.process_time() - cpu, tuple(totals)
+
+
+def _lines_of(data: bytes) -> bytes:
+    """The complete lines of a landing file (the simulator also delivers cut gzip streams)."""
+    import zlib
+
+    try:
+        text = zlib.decompressobj(wbits=31).decompress(data)
+    except zlib.error:
+        return b""
+    return text[: text.rfind(b"\n") + 1]
+
+
+def small_hours(compare: Path, rounds: int) -> None:
+    """Per arrival hour of a demo day and for one large block: this validator vs `compare`."""
+    import gzip as gz
+    import sqlite3
+    import statistics
+
+    new, old = _validator(None), _validator(compare)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _simulate_demo_day(Path(tmp))
+        with sqlite3.connect(Path(tmp) / "fleet_core.db") as db:
+            known = [r[0] for r in db.execute("SELECT vehicle_id FROM vehicles")]
+        hours: dict[str, list[tuple[str, bytes]]] = {}
+        for p in sorted(root.rglob("*.jsonl.gz")):
+            key = "/".join(p.parts[-3:-1])
+            hours.setdefault(key, []).append((str(p), p.read_bytes()))
+        day = b"".join(
+            _lines_of(d) for p, d in sorted(f for fs in hours.values() for f in fs) if "v1" in p
+        )
+        # Arriving now, after every simulated event (the day ends now): no timestamp faults.
+        now = datetime.now(UTC)
+        big_name = (
+            f"{root}/schema=v1/date={now:%Y-%m-%d}/hour={now:%H}/big-{now:%Y%m%dT%H%M}.jsonl.gz"
+        )
+        big = [(big_name, gz.compress(day, compresslevel=1))]
+    sides = {"new": new, "old": old}
+    for v in sides.values():  # once-per-process costs (imports, first Arrow export) out
+        _timed_hour(v, next(iter(hours.values())), known)
+    per_hour: dict[str, list[tuple[float, float]]] = {"new": [], "old": []}
+    per_big: dict[str, list[tuple[float, float]]] = {"new": [], "old": []}
+    same = True
+    loads = [os.getloadavg()[0]]
+    for r in range(rounds):
+        for k, files in enumerate(hours.values()):
+            order = ["new", "old"] if (r + k) % 2 == 0 else ["old", "new"]
+            got = {}
+            for name in order:
+                wall, cpu, totals = _timed_hour(sides[name], files, known)
+                per_hour[name].append((wall, cpu))
+                got[name] = totals
+            same &= got["new"] == got["old"]
+        for name in ["new", "old"] if r % 2 == 0 else ["old", "new"]:
+            wall, cpu, _ = _timed_hour(sides[name], big, known)
+            per_big[name].append((wall, cpu))
+        loads.append(os.getloadavg()[0])
+
+    def med(xs: list[tuple[float, float]], i: int) -> float:
+        return statistics.median(x[i] for x in xs)
+
+    events = sum(_lines_of(d).count(b"\n") for fs in hours.values() for _, d in fs) / len(hours)
+    result = {
+        "benchmark": "validate_small_hours",
+        "compared_validator": str(compare),
+        "rounds": rounds,
+        "arrival_hours": len(hours),
+        "mean_lines_per_hour": round(events),
+        "large_block_lines": day.count(b"\n"),
+        "load_average_1m_seen": [round(min(loads), 2), round(max(loads), 2)],
+        "same_totals": same,
+    }
+    for label, data in (("hour", per_hour), ("large_block", per_big)):
+        for name in ("new", "old"):
+            result[f"{label}_{name}_ms"] = {
+                "wall_median": round(med(data[name], 0) * 1000, 1),
+                "cpu_median": round(med(data[name], 1) * 1000, 1),
+            }
+        result[f"{label}_cpu_ratio_new_over_old"] = round(
+            med(data["new"], 1) / med(data["old"], 1), 3
+        )
+        result[f"{label}_wall_ratio_new_over_old"] = round(
+            med(data["new"], 0) / med(data["old"], 0), 3
+        )
+    out = RESULTS.with_name("validate_small_hours.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+_ODD_VALUES: list[object] = [
+    None, 0, -0.0, 1, -1, 1.5, 1e308, -1e308, 360, 359.999, 90, 90.0000001, -90, 180, 1e3,
+    "", "x", "1.5", "NaN", True, False, [], [1], ["P0A80"], ["bad"], {}, {"lat": 1},
+    "2026-11-01T12:00:00Z", "2026-11-01T12:00:00+00:00", "2026-13-01T12:00:00Z",
+    "2026-11-01 12:00:00Z", "zz", "driving", "parked", 1e-300, 2**63, -(2**63) - 1, 10**30,
+    "00000000-0000-0000-0000-00000000000g",
+]  # fmt: skip
+_RAW_NUMBERS = [
+    "NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1E400", "0.0e0", "-0", "1.0e-999",
+    "123456789012345678901234567890", "01", "1.", ".5", "+1", "0x10", "1e", "--1", "true",
+    "null", '"7"', "[]", "{}",
+]  # fmt: skip
+_FUZZ_KEYS = [
+    "telemetry_id", "vehicle_id", "recorded_at", "schema_version", "location", "speed_kmh",
+    "heading_degrees", "heading_deg", "battery_level_percent", "fuel_level_percent",
+    "sensor_readings", "diagnostic_codes", "environmental_conditions", "operational_status",
+    "custom_data", "odometer_km", "firmware_version", "lat", "lon", "motor_temp_c",
+    "ambient_temp_c", "gateway_id",
+]  # fmt: skip
+
+
+def _hostile(rnd: random.Random, line: str, vids: list[str]) -> bytes:
+    """One good line made hostile in one of many ways (values, tokens, structure, bytes)."""
+    obj = json.loads(line)
+    c = rnd.random()
+    if c < 0.25:  # odd values anywhere, nested ones included, or absent keys
+        for _ in range(rnd.randint(1, 3)):
+            key, target = rnd.choice(_FUZZ_KEYS), obj
+            for parent in ("location", "sensor_readings", "environmental_conditions"):
+                if isinstance(obj.get(parent), dict) and key in obj[parent]:
+                    target = obj[parent]
+            if rnd.random() < 0.15:
+                target.pop(key, None)
+            else:
+                target[key] = json.loads(json.dumps(rnd.choice(_ODD_VALUES)))
+        return json.dumps(obj, separators=(",", ":")).encode()
+    if c < 0.4:  # a raw number-ish token in a numeric field
+        key = rnd.choice(["speed_kmh", "lat", "lon", "motor_temp_c", "heading_degrees"])
+        text = json.dumps(obj, separators=(",", ":"))
+        at = text.find(f'"{key}":')
+        if at < 0:
+            return text.encode()
+        start = end = at + len(key) + 3
+        while end < len(text) and text[end] not in ",}":
+            end += 1
+        return (text[:start] + rnd.choice(_RAW_NUMBERS) + text[end:]).encode()
+    if c < 0.55:  # structure: cut, brace-less, unquoted key, commas, look-alikes in strings
+        v = rnd.randrange(9)
+        if v == 0:
+            line = line[: rnd.randrange(1, len(line))]
+        elif v == 1:
+            line = line[:-1]
+        elif v == 2:
+            line = line.replace('"speed_kmh"', "speed_kmh", 1)
+        elif v == 3:
+            line = line.replace(",", ",,", rnd.randint(1, 2))
+        elif v == 4:
+            line = line[:-1] + ",}"
+        elif v == 5:
+            line += "}"
+        elif v == 6:
+            odd = '"note":"a, b {c ,d ,,e ,x",' + ('"q":{x},' if rnd.random() < 0.5 else "")
+            line = line.replace('"custom_data":{', '"custom_data":{' + odd, 1)
+        elif v == 7:
+            line = line.replace('{"lat"', "{lat", 1)
+        else:
+            line = "[" + line + "]" if rnd.random() < 0.5 else json.dumps(line)
+        return line.encode()
+    if c < 0.65:  # whitespace, duplicate keys, escapes, CRLF, non-ASCII
+        seps = rnd.choice([(", ", ": "), (",", ":"), (" ,\t", " :  ")])
+        text = json.dumps(obj, separators=seps)
+        v = rnd.randrange(6)
+        if v == 0:
+            text = text[:-1] + ', "speed_kmh": 5}'
+        elif v == 1:
+            text = text.replace('"driving"', '"driv\\u0069ng"', 1)
+            text = text.replace('"parked"', '"\\ud800"', 1)
+        elif v == 2:
+            text += "\r"
+        elif v == 3:
+            text = text.replace('"gateway_id"', '"t": "caf\u00e9 \u2603", "gateway_id"', 1)
+        elif v == 4:
+            text = "  " + text + "  "
+        else:
+            text = text.replace('"gw', '"g\\"w', 1)
+        return text.encode()
+    if c < 0.7:  # bytes: invalid UTF-8, control byte, empty, blank, oversized
+        raw = line.encode()
+        v = rnd.randrange(5)
+        if v == 0:
+            return raw.replace(b"gw-", b"g\xffw-", 1)
+        if v == 1:
+            return raw.replace(b"gw-", b"g\x01w-", 1)
+        if v in (2, 3):
+            return b"" if v == 2 else b"   "
+        pad = b"x" * rnd.choice([100, 70_000, 1_100_000])
+        return raw[:-1] + b',"pad":"' + pad + b'"}'
+    if c < 0.8:  # versions, alias swaps, odd parents
+        versions = ["1.0.0", "2.0.0", "1.2.3", "3.0.0", "01.0.0", "1.0", None, 1, " 1.0.0"]
+        obj["schema_version"] = rnd.choice(versions)
+        if rnd.random() < 0.5:
+            for a, b in (("heading_deg", "heading_degrees"), ("heading_degrees", "heading_deg")):
+                if a in obj:
+                    obj[b] = obj.pop(a)
+                    break
+        if rnd.random() < 0.3:
+            obj["location"] = rnd.choice([None, [1, 2], {"lat": None, "lon": 1}, {"lon": 2}])
+        if rnd.random() < 0.3:
+            obj["sensor_readings"] = rnd.choice([None, {}, {"motor_temp_c": None}, "x"])
+        return json.dumps(obj, separators=(",", ":")).encode()
+    if c < 0.9:  # timestamps and vehicles
+        obj["recorded_at"] = rnd.choice(
+            [
+                "2026-11-01T12:10:00Z", "2026-12-01T00:00:00Z", "2026-09-01T00:00:00Z",
+                "2026-11-01T11:00:00.123456789Z", "2026-11-01T12:00:00.5+00:00",
+                "2026-11-01T12:00:00.5+01:00", "2026-02-30T00:00:00Z", "bad",
+            ]
+        )  # fmt: skip
+        obj["vehicle_id"] = rnd.choice([*vids, vids[0].upper(), "nope"])
+        return json.dumps(obj, separators=(",", ":")).encode()
+    return line.encode()
+
+
+def _fuzz_files(rnd: random.Random, vids: list[str]) -> list[tuple[str, datetime, bytes, str]]:
+    """A few landing files of one arrival hour (several minutes, both folders)."""
+    files = []
+    hour = START + timedelta(hours=rnd.randrange(3))
+    rate = rnd.choice([0.0, 0.02, 0.1, 0.3, 1.0])
+    for f in range(rnd.choice([1, 1, 2, 3, 5, 8])):
+        folder = rnd.choice(["v1", "v2", "v1", "v3"] if rnd.random() < 0.1 else ["v1", "v2"])
+        arrival = hour + timedelta(minutes=rnd.randrange(60))
+        lines = []
+        for k in range(rnd.choice([0, 1, 3, 20, 60, 200])):
+            ts = arrival - timedelta(seconds=rnd.randrange(0, 300))
+            v2 = (folder == "v2") != (rnd.random() < 0.05)
+            line = _event(rnd, vids[k % len(vids)], k, ts, k % 5, v2)
+            raw = _hostile(rnd, line, vids) if rnd.random() < rate else line.encode()
+            lines.append(raw)
+            if rnd.random() < 0.03:
+                lines.append(raw)  # delivered twice
+        data = b"\n".join(lines) + (b"\n" if rnd.random() < 0.8 else b"")
+        if rnd.random() < 0.8:
+            data = gzip.compress(data, mtime=0)
+            roll = rnd.random()
+            if roll < 0.08:
+                data = data[: rnd.randrange(10, max(11, len(data)))]  # cut upload
+            elif roll < 0.11:
+                data = data[:20] + b"\x00garbage" + data[28:]
+            elif roll < 0.14:
+                data += b"trailing junk"
+        name = f"gw-{f:02d}-{arrival:%Y%m%dT%H%M}.jsonl.gz"
+        path = f"/landing/schema={folder}/date={arrival:%Y-%m-%d}/hour={arrival:%H}/{name}"
+        files.append((path, arrival, data, folder))
+    files.sort(key=lambda t: (t[1], t[3], t[0]))
+    return files
+
+
+def _everything(
+    v: ModuleType, files: list[tuple[str, datetime, bytes, str]], base: bool, known: object
+) -> list[tuple]:
+    """Every group and per-file result of `validate_file_groups` (and `validate_batch`)."""
+    landing = [v.LandingFile(p, a, (lambda d=d: d), f) for p, a, d, f in files]
+    dedup = v.Deduplicator() if base else _keep_all(v)
+    out: list[tuple] = []
+    try:
+        for g in v.validate_file_groups(landing, known_vehicles=known, deduplicator=dedup):
+            out.append(("group", g.accepted, g.dead_letters))
+            out.extend(
+                (r.source_file, r.arrival_time, r.accepted, r.dead_letters, r.duplicates,
+                 r.received, r.truncated, r.empty, r.notes)
+                for r in g.results
+            )  # fmt: skip
+        if len(files) == 1:
+            p, a, data, f = files[0]
+            r = v.validate_batch(
+                data, source_file=p, arrival_time=a, known_vehicles=known, schema_folder=f
+            )
+            out.append(("batch", r.accepted, r.dead_letters, r.duplicates, r.received, r.notes))
+    except Exception as exc:  # an error must be the same error
+        out.append(("error", type(exc).__name__, str(exc)))
+    return out
+
+
+def _identical(a: list[tuple], b: list[tuple]) -> bool:
+    import pyarrow as pa
+
+    if len(a) != len(b) or any(len(x) != len(y) for x, y in zip(a, b, strict=True)):
+        return False
+    for x, y in zip(a, b, strict=True):
+        for u, w in zip(x, y, strict=True):
+            if isinstance(u, pa.Table):
+                if not (
+                    isinstance(w, pa.Table)
+                    and u.schema.equals(w.schema, check_metadata=True)
+                    and u.equals(w)
+                ):
+                    return False
+            elif u != w:
+                return False
+    return True
+
+
+def fuzz(compare: Path, batches: int, seed: int) -> None:
+    """Validate fuzzed batches with this validator and `compare`; exit 1 on any difference."""
+    new, old = _validator(None), _validator(compare)
+    rnd = random.Random(seed)
+    vids = [str(uuid.UUID(int=rnd.getrandbits(128), version=4)) for _ in range(12)]
+    known = [*vids[:10], vids[10].upper()]  # vids[11] is not in the fleet
+    differing, rows, dead = [], 0, 0
+    reasons: dict[str, int] = {}
+    for k in range(batches):
+        files = _fuzz_files(rnd, vids)
+        fleet, base = rnd.choice([None, known]), rnd.random() < 0.5
+        a = _everything(old, files, base, fleet)
+        if not _identical(a, _everything(new, files, base, fleet)):
+            differing.append(k)
+        for item in a:
+            if item[0] == "group":
+                rows += item[1].num_rows
+                dead += item[2].num_rows
+                for code in item[2].column("reason_code").to_pylist():
+                    reasons[code] = reasons.get(code, 0) + 1
+    print(
+        f"{batches} batches (seed {seed}): {len(differing)} differing {differing[:20]}; "
+        f"old accepted {rows:,} rows, dead-lettered {dead:,}: {dict(sorted(reasons.items()))}"
+    )
+    if differing:
+        raise SystemExit(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_200_000)
@@ -386,7 +754,20 @@ def main() -> None:
     ap.add_argument("--phase", choices=["baseline", "validate", "validate_only"])
     ap.add_argument("--root", type=Path)
     ap.add_argument("--out-dir", type=Path)
+    ap.add_argument("--small-hours", action="store_true", help="fixed cost per block vs --compare")
+    ap.add_argument("--fuzz", type=int, metavar="N", help="parity check: N fuzzed batches")
+    ap.add_argument("--seed", type=int, default=1, help="seed of --fuzz")
     args = ap.parse_args()
+    if args.fuzz:
+        if args.compare is None or not args.compare.is_file():
+            raise SystemExit("--fuzz needs --compare <previous validate.py>")
+        fuzz(args.compare, args.fuzz, args.seed)
+        return
+    if args.small_hours:
+        if args.compare is None or not args.compare.is_file():
+            raise SystemExit("--small-hours needs --compare <previous validate.py>")
+        small_hours(args.compare, args.repeat)
+        return
     if args.phase:
         load = os.getloadavg()[0]
         if args.phase == "baseline":

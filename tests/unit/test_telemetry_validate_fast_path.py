@@ -432,3 +432,85 @@ def test_duplicates_across_folders_are_decided_in_the_order_files_are_given() ->
         files[1].path,
         files[2].path,
     ]
+
+
+_ODD_NUMBERS: list[Any] = [None, 0, -0.0, 1e308, -1e308, 90, 90.000001, -90.5, 359.99, 360, 1e3]
+
+
+def _odd_event(n: int, rnd: random.Random, version: str) -> dict[str, Any]:
+    """An event whose numbers, objects and aliases take edge values (nulls, bounds, absences)."""
+    ev = _event(n, version)
+    for key in ("speed_kmh", "battery_level_percent", "fuel_level_percent", "odometer_km"):
+        if rnd.random() < 0.5:
+            ev[key] = rnd.choice(_ODD_NUMBERS)
+    # Both heading names, either or both null: the alias is coalesced.
+    ev["heading_deg"] = rnd.choice(_ODD_NUMBERS)
+    ev["heading_degrees"] = rnd.choice(_ODD_NUMBERS)
+    for parent, keys in (
+        ("location", ("lat", "lon")),
+        ("sensor_readings", ("motor_temp_c", "brake_pad_mm", "load_kg")),
+        ("environmental_conditions", ("ambient_temp_c", "humidity_percent")),
+    ):
+        roll = rnd.random()
+        if roll < 0.1:
+            ev[parent] = None
+        elif roll < 0.2:
+            ev.pop(parent)
+        else:
+            ev[parent] = {k: rnd.choice(_ODD_NUMBERS) for k in keys if rnd.random() < 0.8}
+    return ev
+
+
+def test_numpy_rule_masks_equal_the_polars_masks_on_edge_values() -> None:
+    rnd = random.Random(5)
+    for version in ("1.0.0", "2.0.0"):
+        schema = REGISTRY.get(version)
+        data = b"".join(
+            json.dumps(_odd_event(n, rnd, version)).encode() + b"\n" for n in range(400)
+        )
+        lines = validate._Lines(data)
+        ctx = validate._context("f.gz", ARRIVAL, None, None, REGISTRY)
+        parsed, failed = validate._parse(lines, np.arange(len(lines)), ctx.parser)
+        assert not len(failed)
+        part = parsed.with_columns(validate._timestamps(schema))
+        values = validate._FieldValues(part)
+        specs = validate._rule_specs(schema, ctx, False)
+        checked = 0
+        for code, mask, _, spec in specs:
+            if spec is None:
+                continue
+            expected = part.select(mask.fill_null(False)).to_series().to_numpy()
+            got = values.mask(spec)
+            assert got.dtype == bool
+            assert (got == expected).all(), (code, spec.kind, [f.name for f in spec.chain])
+            checked += 1
+        assert checked > 30  # most rules are computed by numpy
+
+
+def test_a_block_with_malformed_lines_parses_as_without_the_shortcut() -> None:
+    rnd = random.Random(9)
+    good = [json.dumps(_event(n)) for n in range(300)]
+    hostile = [
+        good[0].replace('"speed_kmh"', "speed_kmh", 1),
+        good[1].replace(",", ",,", 1),
+        good[2][:-1],
+        good[3] + "}",
+        good[4].replace('"gw-1"', '"a, b {c ,x"', 1),  # looks malformed, is valid JSON
+        json.dumps(_event(5, speed_kmh="X")).replace('"X"', "1e999"),  # refused by polars
+        good[6][: len(good[6]) // 2] + "}",
+    ]
+    lines_in = good[7:]
+    for h in hostile:
+        lines_in.insert(rnd.randrange(len(lines_in)), h)
+    lines = validate._Lines("\n".join(lines_in).encode() + b"\n")
+    parser = validate._parser_for(REGISTRY)
+    idx = np.arange(len(lines))
+    ctx = validate._context("f.gz", ARRIVAL, None, None, REGISTRY)
+    _, risky = validate._suspects(lines, validate._text(lines, np.ones(len(lines), bool)), ctx)
+    # Flagged: the unquoted key, the double comma, both unbalanced lines, the odd text.
+    assert risky.sum() == 5
+    frame, failed = validate._parse(lines, idx, parser, risky)
+    plain_frame, plain_failed = validate._parse(lines, idx, parser)
+    assert frame.equals(plain_frame)
+    assert sorted(failed.tolist()) == sorted(plain_failed.tolist())
+    assert len(failed) == 6  # all hostile lines but the valid one
