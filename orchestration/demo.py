@@ -278,11 +278,16 @@ def main() -> None:
         raise
     checks = result.get_asset_check_evaluations()
     passed = sum(1 for c in checks if c.passed)
+    # Warn-severity tests flag what the bad hour left behind (e.g. trips with a hole).
+    warned = sorted(
+        c.check_name for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.WARN
+    )
     _done(
         started,
         f"- {len(dbt_keys)} models in {DEFAULT_SCHEMA}, {DEFAULT_SCHEMA}_staging and "
         f"{DEFAULT_SCHEMA}_intermediate; dbt tests as asset checks: {passed}/{len(checks)} passed"
-        f" (dbt output: {dbt_log})",
+        + (f", warnings: {', '.join(warned)}" if warned else "")
+        + f" (dbt output: {dbt_log})",
     )
 
     client = connect(settings)
