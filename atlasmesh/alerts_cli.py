@@ -156,11 +156,7 @@ def _transition(ctx: typer.Context, action: str, alert_id: str, by: str | None, 
     change = store.acknowledge if action == "acknowledged" else store.resolve
     with _errors(), _client() as client:
         alert = change(client, alert_id, by or _os_user(), note=note, database=ctx.obj["database"])
-    who, when = (
-        (alert.acknowledged_by, alert.acknowledged_at)
-        if action == "acknowledged"
-        else (alert.resolved_by, alert.resolved_at)
-    )
+    who, when = alert.last_change
     typer.echo(f"{action} {alert.alert_id} ({alert.alert_type}) by {who} at {_when(when)} UTC")
 
 

@@ -158,6 +158,13 @@ class Alert:
         return self.status in OPEN_STATUSES
 
     @property
+    def last_change(self) -> tuple[str | None, datetime | None]:
+        """Who moved the alert into its current state by hand, and when (resolved, else acked)."""
+        if self.status == "resolved":
+            return self.resolved_by, self.resolved_at
+        return self.acknowledged_by, self.acknowledged_at
+
+    @property
     def title(self) -> str:
         """Human name of the alert's type."""
         kind = ALERT_TYPES.get(self.alert_type)

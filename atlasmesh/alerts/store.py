@@ -593,11 +593,7 @@ def _refuse_if_already(alert: Alert, *states: str) -> None:
     """A person cannot move an alert into a state it has already reached (or passed)."""
     if alert.status not in states:
         return
-    who, when = (
-        (alert.resolved_by, alert.resolved_at)
-        if alert.status == "resolved"
-        else (alert.acknowledged_by, alert.acknowledged_at)
-    )
+    who, when = alert.last_change
     raise AlertStateError(
         f"alert {alert.alert_id} was already {alert.status} by {who} at "
         f"{when:%Y-%m-%d %H:%M:%S} UTC"
