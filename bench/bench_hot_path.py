@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,19 +32,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _process import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results" / "hot_path.json"
-
-
-def _peak_rss_mb() -> float:
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report the
-    # parent's peak (the generator's 3.5 GB) instead of its own.
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _hour() -> datetime:
@@ -112,7 +103,7 @@ def role_baseline(lake_dir: str, hour_iso: str) -> dict[str, Any]:
     )
     seconds = time.perf_counter() - t0
     rows = client.query(f"SELECT count() FROM {hot.DATABASE}.{hot.TELEMETRY_TABLE}").result_rows
-    return {"rows": rows[0][0], "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+    return {"rows": rows[0][0], "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
 def role_load(lake_dir: str, hour_iso: str) -> dict[str, Any]:
@@ -139,7 +130,7 @@ def role_load(lake_dir: str, hour_iso: str) -> dict[str, Any]:
         "same_checksum": runs[0].checksum == runs[1].checksum,
         "parts_in_hour": parts[0],
         "hour_on_disk_mb": parts[1] / 1e6,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -360,7 +351,7 @@ def role_history(directory: str, layout: str, vehicles: int, per_hour: int) -> d
     out["replace_one_hour_metrics_rows_written"] = client.query(
         f"SELECT count() FROM `{db}`.mstage"
     ).result_rows[0][0]
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     return out
 
 

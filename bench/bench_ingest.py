@@ -39,6 +39,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _process import peak_rss_mb
+
 from atlasmesh.telemetry.reasons import FaultClass
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -178,16 +180,6 @@ def phase_load(root: Path, hour: datetime) -> dict:
     return {"seconds": time.perf_counter() - t0, "rows": result.rows}
 
 
-def _peak_rss_mb() -> float:
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report at
-    # least the driver's RSS at the fork instead of its own peak.
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _child(args: argparse.Namespace) -> None:
     root = args.root
     hour = datetime.fromisoformat(args.hour) if args.hour else None
@@ -200,7 +192,7 @@ def _child(args: argparse.Namespace) -> None:
             root, hour
         )
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out["peak_rss_mb"] = _peak_rss_mb()
+    out["peak_rss_mb"] = peak_rss_mb()
     # CPU seconds of the whole process (imports included): on a shared, overloaded machine
     # they show the work done where wall time mostly shows the neighbours.
     out["cpu_seconds"] = usage.ru_utime + usage.ru_stime
