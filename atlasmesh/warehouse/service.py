@@ -105,6 +105,12 @@ def status(settings: Settings) -> str | None:
     return None
 
 
+def pid(settings: Settings) -> int | None:
+    """The process id of this home's running service, if one runs."""
+    record = _running(ServicePaths.of(settings))
+    return int(record["pid"]) if record else None
+
+
 def stop(settings: Settings, timeout: float = 30.0) -> bool:
     """Stop this home's service gracefully; True if one was running. SIGKILL only after `timeout`."""
     paths = ServicePaths.of(settings)

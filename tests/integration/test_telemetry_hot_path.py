@@ -665,3 +665,61 @@ def test_load_from_the_lake_streams_the_processed_partition(
     )
     assert cleared.rows == 0
     assert hot.hour_content(ch_client, HOUR_A, ch_database) == (0, 0)
+
+
+def test_the_warehouse_reads_fitting_lake_files_itself_and_streams_the_rest(
+    ch_client: Any, ch_database: str, tmp_path: Path
+) -> None:
+    lake = Lake(f"file://{tmp_path}/lake")
+    folder = hot.processed_hour_path(HOUR_A)
+    table = processed_hour(HOUR_A, vehicles=8, per_vehicle=50)
+
+    def put(t: pa.Table, schema: pa.Schema | None = None) -> None:
+        lake.rm(folder, recursive=True, missing_ok=True)
+        with lake.open(f"{folder}/part-0.parquet", "wb") as f:
+            pq.write_table(
+                t if schema is None else pa.Table.from_arrays(t.columns, schema=schema), f
+            )
+
+    # Files as processing writes them: the service reads them, same rows as streaming them.
+    put(table)
+    direct = hot.load_hour_from_lake(ch_client, lake, HOUR_A, database=ch_database)
+    assert direct.read_from_lake
+    assert (direct.rows, direct.checksum) == _content_of(ch_client, ch_database, table)
+    streamed = hot.load_hour(ch_client, HOUR_A, table, database=ch_database)
+    assert not streamed.read_from_lake and streamed.checksum == direct.checksum
+
+    # An older file without an optional column is read too: the column loads as NULL.
+    no_odometer = table.drop_columns(["odometer_km"])
+    put(no_odometer)
+    older = hot.load_hour_from_lake(ch_client, lake, HOUR_A, database=ch_database)
+    expected = table.set_column(
+        table.schema.get_field_index("odometer_km"),
+        table.schema.field("odometer_km"),
+        pa.nulls(table.num_rows, pa.float64()),
+    )
+    assert older.read_from_lake
+    assert (older.rows, older.checksum) == _content_of(ch_client, ch_database, expected)
+
+    # A footer that does not prove the rows fit (required columns declared nullable) is
+    # streamed and checked row by row: same content when they fit, the usual errors if not.
+    loose = pa.schema([f.with_nullable(True) for f in PROCESSED_SCHEMA])
+    put(table, loose)
+    checked = hot.load_hour_from_lake(ch_client, lake, HOUR_A, database=ch_database)
+    assert not checked.read_from_lake and checked.checksum == direct.checksum
+    speed = table.column("speed_kmh").to_pylist()
+    put(
+        table.set_column(
+            table.schema.get_field_index("speed_kmh"),
+            "speed_kmh",
+            pa.array([None, *speed[1:]], pa.float64()),
+        ),
+        loose,
+    )
+    with pytest.raises(hot.LoadError, match=r"nulls in required column\(s\) \['speed_kmh'\]"):
+        hot.load_hour_from_lake(ch_client, lake, HOUR_A, database=ch_database)
+    # A row of another hour: its statistics say so, and streaming names it.
+    put(pa.concat_tables([table, processed_hour(HOUR_B).slice(0, 1)]))
+    with pytest.raises(hot.LoadError, match=r"1 row\(s\) given for telemetry hour .* outside"):
+        hot.load_hour_from_lake(ch_client, lake, HOUR_A, database=ch_database)
+    assert hot.hour_content(ch_client, HOUR_A, ch_database) == (checked.rows, checked.checksum)
