@@ -1,14 +1,23 @@
 """Measurements of the running benchmark process shared by the bench scripts."""
 
+import os
 import resource
 
 
-def peak_rss_mb() -> float:
-    """This process's own peak resident memory in MB."""
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's own peak resident memory in MB (this one by default)."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report at
     # least its parent's RSS at the fork instead of its own peak.
-    with open("/proc/self/status") as status:
+    with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a live process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
