@@ -9,7 +9,9 @@ directory):
 - baseline: chDB `INSERT INTO <MergeTree> SELECT * FROM file('<glob>', 'JSONEachRow',
   '<structure>')`: the engine's own bulk load, no validation, no dedup, no dead letters;
 - ours: `stage_arrival_hour` per arrival hour, `build_event_hour` per touched event hour,
-  then `load_hour_from_lake` per event hour into chDB (atomic partition swap + metrics).
+  then `load_hour_from_lake` per event hour through the embedded warehouse service (atomic
+  partition swap + metrics), as the platform loads; the service's peak RSS is reported
+  apart and its CPU counted with ours.
 
 Step times are measured inside each process around the call (imports and process start
 excluded on both sides). Reported: events/s, ratio baseline time / our time (goal >= 0.5),
