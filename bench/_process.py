@@ -2,6 +2,7 @@
 
 import os
 import resource
+import socket
 
 
 def peak_rss_mb(pid: int | str = "self") -> float:
@@ -13,6 +14,13 @@ def peak_rss_mb(pid: int | str = "self") -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, "/work/main")
+
+from _process import free_port
 
 RESULTS = Path(__file__).parent / "results" / "fleet_core_extract.json"
 
@@ -128,7 +129,7 @@ def main() -> None:
     from atlasmesh.warehouse import service
 
     home = Path(tempfile.mkdtemp(prefix="bench-extract-"))
-    settings = Settings(home=home, warehouse_port=_free_port(), clickhouse_url="")
+    settings = Settings(home=home, warehouse_port=free_port(), clickhouse_url="")
     service.serve(settings)
     results: dict[str, dict] = {}
     try:
@@ -173,14 +174,6 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
     print(f"wrote {RESULTS}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

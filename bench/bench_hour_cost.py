@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -40,6 +39,8 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+
+from _process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "hour_cost.json"
@@ -119,12 +120,6 @@ print(json.dumps(out))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _atlasmesh(home: Path, port: int, *args: str) -> str:
     env = {**os.environ, "ATLASMESH_HOME": str(home), "ATLASMESH_WAREHOUSE_PORT": str(port)}
     env.pop("ATLASMESH_CLICKHOUSE_URL", None)
@@ -186,7 +181,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="atlasmesh-bench-hour-cost-"))
-    home, port = work / "home", _free_port()
+    home, port = work / "home", free_port()
     sides = {"baseline": _baseline_tree(args.baseline_ref, work / "baseline"), "current": REPO}
     started = False
     try:

@@ -35,14 +35,13 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _process import cpu_seconds, peak_rss_mb
+from _process import cpu_seconds, free_port, peak_rss_mb
 
 from atlasmesh.telemetry.reasons import FaultClass
 
@@ -272,9 +271,7 @@ def run_size(label: str, events: int, vehicles: int, args: argparse.Namespace) -
     # memory is the service's (reported apart), the loader's is its own.
     from atlasmesh.warehouse import service
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        os.environ["BENCH_WH_PORT"] = str(sock.getsockname()[1])
+    os.environ["BENCH_WH_PORT"] = str(free_port())
     wh = _warehouse_settings(root)
     service.serve(wh)
     try:

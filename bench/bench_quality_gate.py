@@ -23,20 +23,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from _process import free_port
+
 RESULTS = Path(__file__).parent / "results" / "quality_gate.json"
 WORK = Path("/tmp/atlasmesh-bench-quality-gate")
 GOAL_RATIO = 0.10
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:
@@ -63,7 +58,7 @@ def main() -> None:
     home.mkdir(parents=True)
     lake = Lake(f"file://{home / 'lake'}")
     settings = Settings(
-        home=home, warehouse_port=_free_port(), clickhouse_url="", clickhouse_password=""
+        home=home, warehouse_port=free_port(), clickhouse_url="", clickhouse_password=""
     )
     # Recent enough for the hot path's 90-day TTL; settled hours.
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)

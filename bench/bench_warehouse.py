@@ -14,7 +14,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from _process import free_port
 
 from atlasmesh.settings import Settings
 from atlasmesh.warehouse import service
@@ -39,12 +39,6 @@ CREATE TABLE IF NOT EXISTS vehicle_telemetry (
     sensor_readings String
 ) ENGINE = MergeTree PARTITION BY toYYYYMM(recorded_at) ORDER BY (vehicle_id, recorded_at)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def telemetry(rows: int, seed: int = 7) -> pa.Table:
