@@ -46,14 +46,19 @@ CHUNK_BYTES = 64 * 2**20
 # processed hour took ~300 MB RSS above the imports in 65 k-row batches, ~170 MB in 16 k).
 BATCH_ROWS = 16_384
 # When the warehouse reads a processed file itself: a 950 k-row hour took 2.7 s in one
-# insert thread and 1.3-1.5 s in two (2 cores), against 3.4-4.1 s streamed as Arrow. Parts
-# of CHUNK_ROWS like a streamed load, and the Parquet reader held to 128 MB ahead: chDB
-# peaked at 2.5 GB RSS inserting a 3.8 M-row file with its defaults, 1.8 GB with these.
+# insert thread and 1.3-1.5 s in two (2 cores), against 3.4-4.1 s streamed as Arrow. The
+# engine's memory, inserting a 3.5 M-row file into the stage (chDB behind the service):
+# - blocks of 32 MiB, not 64: each insert thread holds a block and its sorted copy;
+# - the file read with pread: chDB maps it by default, and its pages count in the RSS;
+# - compact stage parts (`_prepare_file_stage`): a wide part writes one buffered stream per
+#   column, ~0.5 GB for two writers of this 35-column table.
+# Together: service peak 1.8 GB -> 0.9 GB, insert 5.3 -> 3.5 s (docs/telemetry_pipeline.md).
 FILE_INSERT_SETTINGS = {
     "max_insert_threads": 2,
     "min_insert_block_size_rows": CHUNK_ROWS,
-    "min_insert_block_size_bytes": CHUNK_BYTES,
+    "min_insert_block_size_bytes": 32 * 2**20,
     "input_format_parquet_memory_high_watermark": 128 * 2**20,
+    "storage_file_read_method": "pread",
 }
 # Files per INSERT when the warehouse reads them itself: one statement (one round trip) for
 # a day of hours, well inside the 256 KiB a query may hold.
@@ -657,8 +662,7 @@ def _load(
         _keep_files_the_warehouse_reads(client, parts)
         direct = [p for p in parts if p.files]
         if direct:
-            # A file insert writes several parts (one per insert thread) from the start.
-            _pause_merges(client, database, t_stage)
+            _prepare_file_stage(client, database, t_stage)
         sent = _stage_rows(
             client,
             _q(database, t_stage),
@@ -971,6 +975,21 @@ def _pause_merges(client: Client, database: str, table: str) -> None:
         client.command(f"SYSTEM STOP MERGES {_q(database, table)}")
     except Exception as exc:
         log.debug("could not stop merges of %s.%s: %s", database, table, _first_line(exc))
+
+
+def _prepare_file_stage(client: Client, database: str, table: str) -> None:
+    """Ready a stage for file inserts: merges stopped, every part written compact."""
+    # A file insert writes several parts (one per insert thread) from the start. Compact
+    # parts keep a block's columns in one stream; the hour's partition merges them into wide
+    # parts later, as it merges any small parts.
+    _pause_merges(client, database, table)
+    try:
+        client.command(
+            f"ALTER TABLE {_q(database, table)} MODIFY SETTING "
+            f"min_bytes_for_wide_part = {2**62}, min_rows_for_wide_part = {2**62}"
+        )
+    except Exception as exc:
+        log.debug("could not make %s.%s write compact parts: %s", database, table, _first_line(exc))
 
 
 def _drop_quietly(client: Client, database: str, *tables: str) -> None:
