@@ -22,10 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_ingest import BASELINE_SETTINGS, STRUCTURE
 from chdb.session import Session
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ingest import BASELINE_SETTINGS, STRUCTURE  # noqa: E402
 
 TABLE = "ENGINE = MergeTree ORDER BY (vehicle_id, recorded_at)"
 PARQUET = "output_format_parquet_compression_method = 'zstd'"
