@@ -24,12 +24,11 @@ STAGED = [f"{DAY}-{h:02d}:00" for h in (5, 6, 7)]
 PUBLISHED = [f"{DAY}-{h:02d}:00" for h in (5, 6)]
 
 
-def _run(env: dict[str, str], *args: str) -> str:
+def _run(env: dict[str, str], *args: str) -> None:
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, (
         f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
     )
-    return proc.stdout + proc.stderr
 
 
 def test_a_range_is_staged_and_published_with_the_dagster_cli(tmp_path):
