@@ -234,6 +234,75 @@ def test_each_hostile_line_gets_its_reason_and_nothing_is_lost(
     assert res.accepted.column("line_number").to_pylist() == [1, 3, 4]
 
 
+def _text(old: bytes, new: bytes) -> Callable[[dict[str, Any]], bytes]:
+    """Replace the first `old` of the serialised line with `new` (a grammar edit)."""
+    return lambda ev: line(ev).replace(old, new, 1)
+
+
+_SPEED = b'"speed_kmh": '
+# RFC 8259's grammar, in the manner of JSONTestSuite's n_ (must refuse) cases: each breaks
+# only the syntax of an otherwise valid record, so its reason must be the syntax one.
+NOT_JSON: list[tuple[str, Callable[[dict[str, Any]], bytes]]] = [
+    ("leading zero", _token("speed_kmh", b"01")),
+    ("negative leading zero", _token("speed_kmh", b"-01")),
+    ("bare fraction", _token("speed_kmh", b".5")),
+    ("trailing dot", _token("speed_kmh", b"2.")),
+    ("empty exponent", _token("speed_kmh", b"1.0e+")),
+    ("plus sign", _token("speed_kmh", b"+1")),
+    ("hex", _token("speed_kmh", b"0x1F")),
+    ("digit separator", _token("speed_kmh", b"1_000")),
+    ("spaced minus", _token("speed_kmh", b"- 1")),
+    ("cut literal", _token("speed_kmh", b"tru")),
+    ("capital literal", _token("speed_kmh", b"True")),
+    ("single quotes", _token("speed_kmh", b"'1'")),
+    ("unquoted key", _text(b'"speed_kmh"', b"speed_kmh")),
+    ("missing colon", _text(_SPEED, b'"speed_kmh" ')),
+    ("trailing comma", lambda ev: line(ev)[:-1] + b", }"),
+    ("comment", lambda ev: line(ev)[:-1] + b" /* gateway */}"),
+    ("trailing garbage", lambda ev: line(ev) + b"x"),
+    ("two objects", lambda ev: line(ev) + line(ev)),
+    ("byte order mark", lambda ev: b"\xef\xbb\xbf" + line(ev)),
+    ("form feed as space", _text(b", ", b",\x0c")),
+    ("hex escape", _text(b'"ok"', b'"\\x41"')),
+    ("octal escape", _text(b'"ok"', b'"\\012"')),
+    ("raw NUL in string", _text(b'"ok"', b'"o\x00k"')),
+    ("nested 30,000 deep", _text(b'"ok"', b"[" * 30_000 + b"]" * 30_000)),
+    ("unbalanced nesting", _text(b'"ok"', b"[" * 3_000 + b"}")),
+    ("whitespace only", lambda ev: b" \t "),
+    ("NUL bytes only", lambda ev: b"\x00" * 8),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate"), NOT_JSON, ids=[c[0] for c in NOT_JSON])
+def test_lines_outside_the_json_grammar_are_malformed(
+    name: str, mutate: Callable[[dict[str, Any]], bytes]
+) -> None:
+    bad = mutate(event(99))
+    res = run([line(event(0)), bad, line(event(1))])
+    assert res.accepted.column("line_number").to_pylist() == [1, 3]
+    (dl,) = res.dead_letters.to_pylist()
+    assert dl["reason_code"] == FaultClass.MALFORMED_JSON.value, dl["reason_detail"]
+
+
+@pytest.mark.parametrize(
+    ("token", "speed"),
+    [(b"1E+2", 100.0), (b"-0", 0.0), (b"9e-999", 0.0), (b"4.0e1", 40.0), (b"12", 12.0)],
+    ids=["capital exponent", "negative zero", "underflow", "fraction and exponent", "integer"],
+)
+def test_every_number_the_json_grammar_allows_is_read(token: bytes, speed: float) -> None:
+    res = run([_token("speed_kmh", token)(event(3))])
+    assert res.dead_letters.num_rows == 0, res.dead_letters.to_pylist()
+    assert res.accepted.column("speed_kmh").to_pylist() == [speed]
+
+
+def test_insignificant_whitespace_and_many_extra_keys_are_valid_json() -> None:
+    ev = event(4)
+    tabs = line(ev).replace(b", ", b",\t\r ")
+    extra = event(5, custom_data={f"k{i}": i for i in range(3_000)})
+    res = run([tabs, line(extra)])
+    assert (res.accepted.num_rows, res.dead_letters.num_rows) == (2, 0)
+
+
 def test_the_bulk_path_decides_like_the_per_line_judge() -> None:
     """A hostile line gets the same verdict alone as among thousands of good lines."""
     many = [line(event(n)) for n in range(2000)]
