@@ -13,9 +13,12 @@ MAX_LINE_BYTES = 64 * 1024
 DLQ_RAW_MAX_BYTES = 1024 * 1024
 
 # A gzip member can expand ~1000x: decompress in steps of this size so one hostile file
-# cannot take the worker's memory, and validate in blocks of about this many bytes.
+# cannot take the worker's memory, and validate in blocks of about this many bytes. Three
+# blocks are in flight (two validating, one being staged): staging 3.5 M events peaked at
+# 944 MB with 32 MiB blocks, 636-647 MB with 16 MiB in the same time; 8 MiB saved 100 MB
+# more but cost 8% more CPU.
 DECOMPRESS_STEP_BYTES = 8 * 1024 * 1024
-BLOCK_BYTES = 32 * 1024 * 1024
+BLOCK_BYTES = 16 * 1024 * 1024
 
 # Vehicle clocks are GPS-disciplined; a few seconds of drift plus gateway buffering is
 # normal. Beyond 5 minutes after arrival the clock is broken, and accepting the event would
