@@ -55,7 +55,7 @@ format: setup
 
 ui: setup
 	$(BIN)/atlasmesh warehouse serve
-	mkdir -p $(DAGSTER_HOME) && cp -n orchestration/dagster.yaml $(DAGSTER_HOME)/
+	$(BIN)/python -m orchestration.instance $(DAGSTER_HOME)
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 docs: setup

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         default=SecretStr(""),
         description="Webhook receiving alerts as Slack-compatible JSON. Empty: log only.",
     )
+    # A secret: the URL may carry the password.
+    dagster_postgres_url: SecretStr = Field(
+        default=SecretStr(""),
+        description="PostgreSQL URL for Dagster's runs, event log and schedules. Empty: "
+        "SQLite under $DAGSTER_HOME.",
+    )
     dagster_url: str = Field(
         default="http://127.0.0.1:3000",
         description="Base URL of the Dagster UI, for the run links in alerts.",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,7 @@ from datetime import time as dt_time
 from pathlib import Path
 
 from atlasmesh.settings import Settings
+from orchestration.instance import prepare_dagster_home
 
 DEMO_DAYS = int(os.environ.get("ATLASMESH_DEMO_DAYS", "21"))
 DEMO_VEHICLES = int(os.environ.get("ATLASMESH_DEMO_VEHICLES", "36"))
@@ -145,9 +145,7 @@ def main() -> None:
     home = settings.home_dir
     home.mkdir(parents=True, exist_ok=True)
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home)))
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").exists():
-        shutil.copy(Path(__file__).with_name("dagster.yaml"), dagster_home / "dagster.yaml")
+    prepare_dagster_home(settings, dagster_home)
     print(f"AtlasMesh demo: state in {home}")
 
     started = _step("Warehouse (ClickHouse HTTP interface)")
