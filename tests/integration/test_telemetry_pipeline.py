@@ -396,6 +396,32 @@ def test_a_failed_build_or_stage_leaves_the_published_hour_alone(
     assert not list(Path(lake.path(".staging")).iterdir())
 
 
+def test_a_row_group_write_failing_in_its_thread_fails_the_build_and_publishes_nothing(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = fleet.lake
+    hour = fleet.arrival_hours[1]
+    build_event_hour(lake, hour)
+    before = _digest(lake, "processed"), _digest(lake, "manifests")
+    writes = {"n": 0}
+    write_table = pq.ParquetWriter.write_table
+
+    def fails_second(self: pq.ParquetWriter, table: pa.Table, **kwargs: object) -> None:
+        writes["n"] += 1
+        if writes["n"] == 2:
+            raise OSError("disk full (simulated)")
+        write_table(self, table, **kwargs)
+
+    # Groups of 50 rows: several writes, the second fails while the third group is gathered.
+    monkeypatch.setattr(pipeline, "BATCH_ROWS", 50)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", fails_second)
+    with pytest.raises(OSError, match="simulated"):
+        build_event_hour(lake, hour)
+    assert writes["n"] == 2
+    assert (_digest(lake, "processed"), _digest(lake, "manifests")) == before
+    assert not list(Path(lake.path(".staging")).iterdir())
+
+
 def test_the_sensor_sees_new_files_once(fleet: Fleet, tmp_path: Path) -> None:
     lake = Lake(f"file://{tmp_path / 'lake'}")
     source = fleet.lake
