@@ -12,8 +12,9 @@ from atlasmesh.settings import Settings
 
 TEMPLATE = Path(__file__).with_name("dagster.yaml")
 POSTGRES_ENV = "ATLASMESH_DAGSTER_POSTGRES_URL"
-# The first line of every file written here: such a file is rewritten when the settings
-# change; any other dagster.yaml is the operator's and is left alone.
+# The first line of every file written here: such a file (or a plain copy of the template,
+# as earlier versions wrote) is rewritten when the settings change; any other dagster.yaml
+# is the operator's and is left alone.
 HEADER = (
     "# Written by orchestration/instance.py from orchestration/dagster.yaml; edits are replaced."
 )
@@ -34,8 +35,10 @@ def prepare_dagster_home(settings: Settings, dagster_home: Path) -> Path:
     """Write `dagster.yaml` into `dagster_home` unless an operator's own file is there."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
-    if target.exists() and not target.read_text().startswith(HEADER):
-        return target
+    if target.exists():
+        current = target.read_text()
+        if not (current.startswith(HEADER) or current == TEMPLATE.read_text()):
+            return target
     body = yaml.safe_dump(instance_config(settings), sort_keys=False)
     target.write_text(f"{HEADER}\n{body}")
     return target

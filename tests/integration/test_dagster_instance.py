@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from atlasmesh.settings import Settings
-from orchestration.instance import POSTGRES_ENV, prepare_dagster_home
+from orchestration.instance import POSTGRES_ENV, TEMPLATE, prepare_dagster_home
 from tests.fixtures.services import Service
 
 pytestmark = pytest.mark.integration
@@ -62,8 +62,9 @@ def test_with_a_postgres_url_runs_events_and_checks_are_stored_there(
 ) -> None:
     import psycopg
 
-    # A home first prepared for SQLite is switched over when the URL appears.
-    prepare_dagster_home(Settings(home=tmp_path), tmp_path)
+    # A home prepared for SQLite (here by an earlier version: a plain copy of the template)
+    # is switched over when the URL appears.
+    (tmp_path / "dagster.yaml").write_text(TEMPLATE.read_text())
     monkeypatch.setenv(POSTGRES_ENV, dagster_pg_url)
     written = prepare_dagster_home(Settings(home=tmp_path), tmp_path).read_text()
     assert "postgres_url" in written and dagster_pg_url not in written  # an env reference
