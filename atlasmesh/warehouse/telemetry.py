@@ -19,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from atlasmesh.telemetry.registry import PROCESSED_SCHEMA
+from atlasmesh.warehouse.protocol import quote_string
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -813,10 +814,6 @@ def _lake_file(path: str, hour: datetime) -> _LakeFile | None:
     return _LakeFile(path, meta.num_rows, frozenset(names & set(PROCESSED_SCHEMA.names)))
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _keep_files_the_warehouse_reads(client: Client, parts: list[_Part]) -> None:
     """Forget the parts' files unless the warehouse can read them: it must see the same files."""
     probe = next((p.files[0] for p in parts if p.files), None)
@@ -825,7 +822,7 @@ def _keep_files_the_warehouse_reads(client: Client, parts: list[_Part]) -> None:
     try:
         # A remote server, or one that may not read outside its user_files_path, fails here.
         rows = client.command(
-            f"SELECT count() FROM file({_literal(probe.path)}, Parquet)",
+            f"SELECT count() FROM file({quote_string(probe.path)}, Parquet)",
             settings=FILE_INSERT_SETTINGS,
         )
     except Exception as exc:
@@ -843,8 +840,8 @@ def _stage_files(client: Client, stage: str, parts: list[_Part]) -> int:
         for f in p.files or ():
             cols = [_q(c) if c in f.columns else f"NULL AS {_q(c)}" for c in PROCESSED_SCHEMA.names]
             selects.append(
-                f"SELECT {', '.join(cols)}, {_literal(p.load_id)} AS load_id "
-                f"FROM file({_literal(f.path)}, Parquet)"
+                f"SELECT {', '.join(cols)}, {quote_string(p.load_id)} AS load_id "
+                f"FROM file({quote_string(f.path)}, Parquet)"
             )
         p.sent = sum(f.rows for f in p.files or ())
     columns = ", ".join(_q(c) for c in TELEMETRY_COLUMNS)
