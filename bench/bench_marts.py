@@ -471,20 +471,6 @@ def proportionality(builds: dict[str, dict], days: int) -> dict[str, Any]:
 
 # --- polars: the same answers from the processed Parquet ---------------------------------
 
-# What point_features reads from the processed Parquet.
-POINT_COLUMNS = [
-    "vehicle_id",
-    "telemetry_id",
-    "recorded_at",
-    "latitude",
-    "longitude",
-    "speed_kmh",
-    "battery_level_percent",
-    "fuel_level_percent",
-    "operational_status",
-    "diagnostic_codes",
-]
-
 
 def polars_answers(
     lake_dir: Path,
@@ -495,6 +481,7 @@ def polars_answers(
 ) -> dict[str, Callable[[], pl.DataFrame]]:
     """For each question, a function scanning the processed Parquet lazily for its answer."""
     from tests.integration.test_dbt_telemetry_marts import (
+        POINT_COLUMNS,
         point_features,
         states_as_of,
         vehicle_days,

@@ -43,20 +43,27 @@ def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(a))
 
 
+# The processed columns point_features reads (bench/bench_marts.py scans only these).
+POINT_COLUMNS = [
+    "vehicle_id",
+    "telemetry_id",
+    "recorded_at",
+    "latitude",
+    "longitude",
+    "speed_kmh",
+    "battery_level_percent",
+    "fuel_level_percent",
+    "operational_status",
+    "diagnostic_codes",
+]
+
+
 def point_features(processed: pl.DataFrame) -> pl.DataFrame:
     """Every point with its interval, distance and driving / stop / rest flags."""
     v = "vehicle_id"
     frame = (
         processed.select(
-            v,
-            "telemetry_id",
-            "recorded_at",
-            "latitude",
-            "longitude",
-            "speed_kmh",
-            "battery_level_percent",
-            "fuel_level_percent",
-            "operational_status",
+            *(c for c in POINT_COLUMNS if c != "diagnostic_codes"),
             pl.col("diagnostic_codes").list.len().fill_null(0).alias("dtc_count"),
         )
         .sort(v, "recorded_at", "telemetry_id")
