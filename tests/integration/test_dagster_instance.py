@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import yaml
 
 from atlasmesh.settings import Settings
 from orchestration.instance import POSTGRES_ENV, TEMPLATE, prepare_dagster_home
+from tests.fixtures.postgres import throwaway_database
 from tests.fixtures.services import Service
 
 pytestmark = pytest.mark.integration
@@ -31,17 +31,8 @@ def counts_add_up() -> dg.AssetCheckResult:
 @pytest.fixture
 def dagster_pg_url(postgres_up: Service) -> Iterator[str]:
     """A database of its own: Dagster creates its tables in the public schema."""
-    import psycopg
-
-    name = f"atlasmesh_dagster_{uuid.uuid4().hex[:10]}"
-    admin = f"host={postgres_up.host} port={postgres_up.port} user=postgres dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with throwaway_database(postgres_up, "atlasmesh_dagster") as name:
         yield f"postgresql://postgres@{postgres_up.host}:{postgres_up.port}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_by_default_runs_and_events_live_in_one_sqlite_event_log(tmp_path: Path) -> None:
