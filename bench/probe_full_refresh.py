@@ -1,0 +1,179 @@
+"""Probe: `dbt build --full-refresh` over a large hot path, its time and the service's memory.
+
+Data as in `bench/bench_marts.py` (processed Parquet generated directly, fleet-core from the
+simulator's world, the hot path bulk-loaded a day at a time); then one full-refresh build of
+every model and data test, with the embedded warehouse service's peak RSS (VmHWM) and dbt's
+per-model seconds. Results are appended to bench/results/full_refresh.jsonl.
+
+Run: `.venv/bin/python bench/probe_full_refresh.py --rows 100_000_000 --vehicles 1000
+--interval-s 5`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _process import peak_rss_mb, resident_mb  # noqa: E402
+from bench_marts import (  # noqa: E402
+    bulk_load_day,
+    fleet_core_rows,
+    hour_table,
+    make_plan,
+    node_seconds,
+    write_fleet_core,
+)
+
+RESULTS = REPO / "bench" / "results" / "full_refresh.jsonl"
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Generate, bulk-load, then time one full-refresh build and watch the service."""
+    from atlasmesh.analytics import run_dbt
+    from atlasmesh.fleet_core.extract import extract_all
+    from atlasmesh.lake import Lake
+    from atlasmesh.simulator import SimConfig
+    from atlasmesh.simulator.world import build_world
+    from atlasmesh.telemetry.pipeline import processed_path
+    from atlasmesh.warehouse import service
+    from atlasmesh.warehouse.telemetry import ensure_schema
+    from quality.score import ensure_schema as ensure_score_schema
+    from tests.fixtures.warehouse import start_service
+
+    per_day = args.vehicles * 86_400 / args.interval_s
+    days = max(2, math.ceil(args.rows / per_day))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    origin = today - timedelta(days=days + 1)
+    end = origin + timedelta(days=days)
+    world = build_world(
+        SimConfig(seed=args.seed, vehicles=args.vehicles, days=days, start=origin, interval_s=30.0)
+    )
+    plan = make_plan(world, days, args.seed)
+    work = Path(tempfile.mkdtemp(prefix="probe-full-refresh-", dir=args.tmp))
+    t0 = time.perf_counter()
+    rows = 0
+    for hour in range(days * 24):
+        table = hour_table(world, plan, origin, hour, args.interval_s)
+        path = work / "lake" / processed_path(origin + timedelta(hours=hour))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, row_group_size=262_144, compression="zstd")
+        rows += table.num_rows
+    print(f"generated {rows:,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
+    url = f"sqlite:///{work / 'fleet_core.db'}"
+    write_fleet_core(world, fleet_core_rows(world, plan, origin, end, args.seed), url)
+
+    svc = start_service(work / "home", warehouse_query_timeout_s=args.query_timeout_s)
+    pid = json.loads(service.ServicePaths.of(svc.settings).pidfile.read_text())["pid"]
+    client = svc.client()
+    try:
+        ensure_schema(client)
+        ensure_score_schema(client)
+        extract_all(url, Lake(f"file://{work / 'lake'}"), client, now=end, full=True)
+        for day in range(days):
+            bulk_load_day(client, work / "lake", origin + timedelta(days=day))
+        rss_before = peak_rss_mb(pid)
+        # The load's peak and the memory the allocator keeps from it are data preparation:
+        # a restarted service gives the build's own figure.
+        client.close()
+        service.stop(svc.settings, timeout=60)
+        service.serve(svc.settings)
+        pid = json.loads(service.ServicePaths.of(svc.settings).pidfile.read_text())["pid"]
+        client = svc.client()
+        rss_start = resident_mb(pid)
+        print(f"loaded (service peak {rss_before:.0f} MB); restarted", flush=True)
+        target = work / "target"
+        samples: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.25):
+                samples.append((time.time(), resident_mb(pid)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t = time.perf_counter()
+        result = run_dbt(
+            svc.settings,
+            ["build", "--full-refresh", "--exclude-resource-type", "unit_test"],
+            dbt_vars={"as_of": end.isoformat()},
+            target_path=target,
+            capture=True,
+        )
+        seconds = time.perf_counter() - t
+        stop.set()
+        sampler.join()
+        out = {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "rows": rows,
+            "vehicles": args.vehicles,
+            "interval_s": args.interval_s,
+            "days": days,
+            "returncode": result.returncode,
+            "seconds": round(seconds, 1),
+            "service_peak_rss_mb_loading": round(rss_before),
+            "service_rss_mb_at_build_start": round(rss_start),
+            "service_peak_rss_mb_building": round(peak_rss_mb(pid)),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "slowest_nodes_s": dict(
+                sorted(node_seconds(target / "run_results.json").items(), key=lambda kv: -kv[1])[:8]
+            ),
+        }
+        out["nodes_running_at_peak"] = running_at_peak(target / "run_results.json", samples)
+        if result.returncode != 0:
+            out["tail"] = result.stdout[-4000:]
+    finally:
+        client.close()
+        service.stop(svc.settings, timeout=60)
+    return out
+
+
+def running_at_peak(run_results: Path, samples: list[tuple[float, float]]) -> dict:
+    """The service's highest resident sample and the dbt nodes running at that moment."""
+    if not samples or not run_results.exists():
+        return {}
+    at, mb = max(samples, key=lambda s: s[1])
+    running = []
+    for r in json.loads(run_results.read_text())["results"]:
+        for step in r.get("timing", []):
+            if step["name"] != "execute" or not step.get("started_at"):
+                continue
+            start = datetime.fromisoformat(step["started_at"].replace("Z", "+00:00"))
+            end = datetime.fromisoformat(step["completed_at"].replace("Z", "+00:00"))
+            if start.timestamp() <= at <= end.timestamp():
+                running.append(r["unique_id"].split(".")[-1])
+    return {"resident_mb": round(mb), "nodes": running}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000_000)
+    parser.add_argument("--vehicles", type=int, default=1000)
+    parser.add_argument("--interval-s", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--tmp", default=None, help="where the lake and warehouse go")
+    parser.add_argument("--query-timeout-s", type=float, default=3600.0)
+    parser.add_argument("--note", default="", help="what this run measures, kept with its result")
+    args = parser.parse_args()
+    out = {"note": args.note, **run(args)}
+    print(json.dumps(out, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
