@@ -46,6 +46,7 @@ def dbt_env(
             "DBT_CLICKHOUSE_SCHEMA": schema,
             "ATLASMESH_CLICKHOUSE_USER": settings.clickhouse_user,
             "ATLASMESH_CLICKHOUSE_PASSWORD": settings.clickhouse_password.get_secret_value(),
+            "ATLASMESH_DBT_SPILL_BYTES": str(settings.dbt_spill_bytes),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             "DBT_PROFILES_DIR": str(PROJECT_DIR),
             "DBT_PROJECT_DIR": str(PROJECT_DIR),

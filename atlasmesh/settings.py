@@ -43,6 +43,14 @@ class Settings(BaseSettings):
         default=300.0,
         description="Per-request time limit of the embedded warehouse service.",
     )
+    # Past this a dbt query's sort or aggregation spills to disk instead of growing with
+    # history (a full refresh of 17 M points held 8.5 GB without it; docs/analytics.md).
+    dbt_spill_bytes: int = Field(
+        default=500_000_000,
+        ge=0,
+        description="Memory a dbt query's sort or GROUP BY may hold before spilling to disk "
+        "(0: ClickHouse's default, half the server's memory).",
+    )
     fleet_core_dsn: str = Field(
         default="",
         description="SQLAlchemy URL of the fleet-core database. Empty: SQLite under $HOME.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -58,3 +59,29 @@ def test_dbt_build_and_an_incremental_second_run(warehouse_service, tmp_path):
     assert client.command("SELECT uniqExact(event_id) FROM telemetry_incremental") == 7
     assert client.command("SELECT max(speed_kmh) FROM telemetry_incremental") == pytest.approx(90.0)
     client.command(f"DROP DATABASE {schema}")
+
+
+def test_dbt_queries_spill_past_the_configured_memory(warehouse_service, tmp_path):
+    # A full refresh or a large day must spill its sorts and aggregations rather than hold
+    # the history in memory; the limit comes from ATLASMESH_DBT_SPILL_BYTES via the profile.
+    from atlasmesh.analytics import run_dbt
+
+    names = [
+        "max_bytes_before_external_sort",
+        "max_bytes_ratio_before_external_sort",
+        "max_bytes_before_external_group_by",
+        "max_bytes_ratio_before_external_group_by",
+    ]
+    sql = "select " + ", ".join(f"toString(getSetting('{n}')) as {n}" for n in names)
+    for spill, expected in ((123_456_789, ["123456789", "0"] * 2), (0, ["0", "0.5"] * 2)):
+        settings = warehouse_service.settings.model_copy(update={"dbt_spill_bytes": spill})
+        result = run_dbt(
+            settings,
+            ["show", "--inline", sql, "--output", "json", "--log-format", "text"],
+            target_path=tmp_path / str(spill),
+            capture=True,
+            timeout=240,
+        )
+        assert result.returncode == 0, result.stdout[-4000:]
+        shown = json.loads(result.stdout[result.stdout.index("{") :].rsplit("}", 1)[0] + "}")
+        assert [shown["show"][0][n] for n in names] == expected

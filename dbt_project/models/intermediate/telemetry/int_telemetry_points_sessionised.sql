@@ -14,7 +14,16 @@
     Every flag is decided from at most 30 minutes either side of the point (a 20-minute rest
     plus the 10-minute gap), so the model is incremental by day with a bounded read: a
     rebuilt day reads an hour before and after it and gives the rows of a full refresh, in
-    any order of days. -#}
+    any order of days.
+
+    Memory: the three windows each sort the whole input (the hot path is partitioned by
+    hour, so nothing arrives in vehicle order), and the insert gathers 256 MB blocks per
+    day partition. A full refresh of 17 M points took 8.5 GB of the warehouse this way,
+    growing with history. The query settings spill each sort to disk past 200 MB (the ratio
+    setting is zeroed because, when set, it overrides the byte limit), merge the spilled
+    runs in small blocks (the merge holds one read buffer per run) and insert 32 MB blocks
+    (bench/probe_full_refresh.py; docs/analytics.md, "Memory").
+    -#}
 {{
     config(
         materialized='incremental',
@@ -23,6 +32,12 @@
         engine='MergeTree()',
         partition_by='toDate(recorded_at)',
         order_by='(vehicle_id, recorded_at, telemetry_id)',
+        query_settings={
+            'max_bytes_before_external_sort': 200000000,
+            'max_bytes_ratio_before_external_sort': 0,
+            'max_block_size': 8192,
+            'min_insert_block_size_bytes': 32000000,
+        },
     )
 }}
 {%- set moving_kmh = 3.0 -%}
