@@ -2,8 +2,10 @@
 
 Data as in `bench/bench_marts.py` (processed Parquet generated directly, fleet-core from the
 simulator's world, the hot path bulk-loaded a day at a time); then one full-refresh build of
-every model and data test, with the embedded warehouse service's peak RSS (VmHWM) and dbt's
-per-model seconds. Results are appended to bench/results/full_refresh.jsonl.
+every model and data test, then one daily incremental build as Dagster runs it (window vars
+of one day), each on a freshly restarted embedded warehouse service whose peak RSS (VmHWM)
+and resident memory over time are taken, with dbt's per-model seconds and the nodes running
+at the peak. Results are appended to bench/results/full_refresh.jsonl.
 
 Run: `.venv/bin/python bench/probe_full_refresh.py --rows 100_000_000 --vehicles 1000
 --interval-s 5`.
@@ -21,6 +23,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -77,7 +80,6 @@ def run(args: argparse.Namespace) -> dict:
     write_fleet_core(world, fleet_core_rows(world, plan, origin, end, args.seed), url)
 
     svc = start_service(work / "home", warehouse_query_timeout_s=args.query_timeout_s)
-    pid = json.loads(service.ServicePaths.of(svc.settings).pidfile.read_text())["pid"]
     client = svc.client()
     try:
         ensure_schema(client)
@@ -85,17 +87,19 @@ def run(args: argparse.Namespace) -> dict:
         extract_all(url, Lake(f"file://{work / 'lake'}"), client, now=end, full=True)
         for day in range(days):
             bulk_load_day(client, work / "lake", origin + timedelta(days=day))
-        rss_before = peak_rss_mb(pid)
-        # The load's peak and the memory the allocator keeps from it are data preparation:
-        # a restarted service gives the build's own figure.
+        print(f"loaded (service peak {peak_rss_mb(service_pid(svc)):.0f} MB)", flush=True)
+    finally:
         client.close()
+
+    def build(name: str, dbt_args: list[str], dbt_vars: dict[str, str]) -> dict:
+        """One dbt invocation on a freshly restarted service, its memory sampled."""
+        # The load's peak and the memory the allocator keeps from earlier work are not this
+        # build's: a restarted service gives its own figure.
         service.stop(svc.settings, timeout=60)
         service.serve(svc.settings)
-        pid = json.loads(service.ServicePaths.of(svc.settings).pidfile.read_text())["pid"]
-        client = svc.client()
+        pid = service_pid(svc)
         rss_start = resident_mb(pid)
-        print(f"loaded (service peak {rss_before:.0f} MB); restarted", flush=True)
-        target = work / "target"
+        target = work / "target" / name
         samples: list[tuple[float, float]] = []
         stop = threading.Event()
 
@@ -107,38 +111,81 @@ def run(args: argparse.Namespace) -> dict:
         sampler.start()
         t = time.perf_counter()
         result = run_dbt(
-            svc.settings,
-            ["build", "--full-refresh", "--exclude-resource-type", "unit_test"],
-            dbt_vars={"as_of": end.isoformat()},
-            target_path=target,
-            capture=True,
+            svc.settings, dbt_args, dbt_vars=dbt_vars, target_path=target, capture=True
         )
         seconds = time.perf_counter() - t
         stop.set()
         sampler.join()
-        out = {
-            "when": datetime.now(UTC).isoformat(timespec="seconds"),
-            "rows": rows,
-            "vehicles": args.vehicles,
-            "interval_s": args.interval_s,
-            "days": days,
+        record = {
             "returncode": result.returncode,
             "seconds": round(seconds, 1),
-            "service_peak_rss_mb_loading": round(rss_before),
-            "service_rss_mb_at_build_start": round(rss_start),
-            "service_peak_rss_mb_building": round(peak_rss_mb(pid)),
+            "service_rss_mb_at_start": round(rss_start),
+            "service_peak_rss_mb": round(peak_rss_mb(pid)),
             "load_avg_1m": round(os.getloadavg()[0], 2),
             "slowest_nodes_s": dict(
                 sorted(node_seconds(target / "run_results.json").items(), key=lambda kv: -kv[1])[:8]
             ),
+            "nodes_running_at_peak": running_at_peak(target / "run_results.json", samples),
         }
-        out["nodes_running_at_peak"] = running_at_peak(target / "run_results.json", samples)
         if result.returncode != 0:
-            out["tail"] = result.stdout[-4000:]
+            record["tail"] = result.stdout[-4000:]
+        print(f"{name}: {record['seconds']} s, peak {record['service_peak_rss_mb']} MB", flush=True)
+        return record
+
+    out = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": rows,
+        "vehicles": args.vehicles,
+        "interval_s": args.interval_s,
+        "days": days,
+    }
+    try:
+        if args.full_refresh:
+            out["full_refresh"] = build(
+                "full-refresh",
+                ["build", "--full-refresh", "--exclude-resource-type", "unit_test"],
+                {"as_of": end.isoformat()},
+            )
+        else:
+            # Every model must exist before the daily build: build them on the first day.
+            out["first_day"] = build(
+                "first-day",
+                ["build", "--exclude-resource-type", "unit_test"],
+                {
+                    "as_of": (origin + timedelta(days=1)).isoformat(),
+                    "window_start": origin.isoformat(),
+                    "window_end": (origin + timedelta(days=1)).isoformat(),
+                },
+            )
+        # A daily run as Dagster starts it: the incremental models and what reads them, with
+        # the window vars of one day (the last but one, so the next day's points exist).
+        day = origin + timedelta(days=days - 2)
+        out["one_day"] = build(
+            "one-day",
+            [
+                "build",
+                "--select",
+                "int_telemetry_points_sessionised+",
+                "fct_trips+",
+                "--exclude-resource-type",
+                "unit_test",
+            ],
+            {
+                "as_of": (day + timedelta(days=1)).isoformat(),
+                "window_start": day.isoformat(),
+                "window_end": (day + timedelta(days=1)).isoformat(),
+            },
+        )
     finally:
-        client.close()
         service.stop(svc.settings, timeout=60)
     return out
+
+
+def service_pid(svc: Any) -> int:
+    """The process id of a running embedded warehouse service."""
+    from atlasmesh.warehouse import service
+
+    return json.loads(service.ServicePaths.of(svc.settings).pidfile.read_text())["pid"]
 
 
 def running_at_peak(run_results: Path, samples: list[tuple[float, float]]) -> dict:
@@ -166,6 +213,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--tmp", default=None, help="where the lake and warehouse go")
     parser.add_argument("--query-timeout-s", type=float, default=3600.0)
+    parser.add_argument(
+        "--full-refresh",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the full refresh (without it, the hot path is built by one full build "
+        "of the first day, then only the daily build is measured)",
+    )
     parser.add_argument("--note", default="", help="what this run measures, kept with its result")
     args = parser.parse_args()
     out = {"note": args.note, **run(args)}
