@@ -643,28 +643,51 @@ def _median_time(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
 # --- the run -----------------------------------------------------------------------------
 
 
+def plan_dataset(
+    args: argparse.Namespace, min_days: int
+) -> tuple[int, datetime, datetime, Any, Any]:
+    """Days, start, end, simulated world and drive plan for `args.rows` points ending yesterday."""
+    from atlasmesh.simulator import SimConfig
+    from atlasmesh.simulator.world import build_world
+
+    per_day = args.vehicles * 86_400 / args.interval_s
+    days = max(min_days, math.ceil(args.rows / per_day))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    origin = today - timedelta(days=days + 1)
+    world = build_world(
+        SimConfig(seed=args.seed, vehicles=args.vehicles, days=days, start=origin, interval_s=30.0)
+    )
+    return days, origin, origin + timedelta(days=days), world, make_plan(world, days, args.seed)
+
+
+def write_processed(
+    lake_dir: Path, world: Any, plan: Any, origin: datetime, days: int, interval_s: float
+) -> int:
+    """Write the telemetry as processed Parquet, one file per event hour; returns the rows."""
+    from atlasmesh.telemetry.pipeline import processed_path
+
+    rows = 0
+    for hour in range(days * 24):
+        table = hour_table(world, plan, origin, hour, interval_s)
+        path = lake_dir / processed_path(origin + timedelta(hours=hour))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, row_group_size=262_144, compression="zstd")
+        rows += table.num_rows
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Generate, load, build (full, incremental), then time every question both ways."""
     from atlasmesh.analytics import run_dbt
     from atlasmesh.fleet_core.extract import extract_all
     from atlasmesh.lake import Lake
-    from atlasmesh.simulator import SimConfig
-    from atlasmesh.simulator.world import build_world, vehicle_profile
-    from atlasmesh.telemetry.pipeline import processed_path
+    from atlasmesh.simulator.world import vehicle_profile
     from atlasmesh.warehouse import service
     from atlasmesh.warehouse.telemetry import ensure_schema, load_hour_from_lake
     from quality.score import ensure_schema as ensure_score_schema
     from tests.fixtures.warehouse import start_service
 
-    per_day = args.vehicles * 86_400 / args.interval_s
-    days = max(5, math.ceil(args.rows / per_day))
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    origin = today - timedelta(days=days + 1)
-    end = origin + timedelta(days=days)
-    world = build_world(
-        SimConfig(seed=args.seed, vehicles=args.vehicles, days=days, start=origin, interval_s=30.0)
-    )
-    plan = make_plan(world, days, args.seed)
+    days, origin, end, world, plan = plan_dataset(args, min_days=5)
     work = Path(tempfile.mkdtemp(prefix="bench-marts-", dir=args.tmp))
     lake = Lake(f"file://{work / 'lake'}")
     out: dict[str, Any] = {
@@ -677,13 +700,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # 1. telemetry as processed Parquet, one file per event hour
     t0 = time.perf_counter()
-    rows = 0
-    for hour in range(days * 24):
-        table = hour_table(world, plan, origin, hour, args.interval_s)
-        path = work / "lake" / processed_path(origin + timedelta(hours=hour))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, row_group_size=262_144, compression="zstd")
-        rows += table.num_rows
+    rows = write_processed(work / "lake", world, plan, origin, days, args.interval_s)
     parquet_mb = sum(f.stat().st_size for f in (work / "lake").rglob("*.parquet")) / 1e6
     out["generate"] = {
         "rows": rows,

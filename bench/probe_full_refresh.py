@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -25,8 +24,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
@@ -35,46 +32,29 @@ from _process import peak_rss_mb, resident_mb  # noqa: E402
 from bench_marts import (  # noqa: E402
     bulk_load_day,
     fleet_core_rows,
-    hour_table,
-    make_plan,
     node_seconds,
+    plan_dataset,
     write_fleet_core,
+    write_processed,
 )
 
 RESULTS = REPO / "bench" / "results" / "full_refresh.jsonl"
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Generate, bulk-load, then time one full-refresh build and watch the service."""
+    """Generate, bulk-load, then time a full refresh and a daily build, watching the service."""
     from atlasmesh.analytics import run_dbt
     from atlasmesh.fleet_core.extract import extract_all
     from atlasmesh.lake import Lake
-    from atlasmesh.simulator import SimConfig
-    from atlasmesh.simulator.world import build_world
-    from atlasmesh.telemetry.pipeline import processed_path
     from atlasmesh.warehouse import service
     from atlasmesh.warehouse.telemetry import ensure_schema
     from quality.score import ensure_schema as ensure_score_schema
     from tests.fixtures.warehouse import start_service
 
-    per_day = args.vehicles * 86_400 / args.interval_s
-    days = max(2, math.ceil(args.rows / per_day))
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    origin = today - timedelta(days=days + 1)
-    end = origin + timedelta(days=days)
-    world = build_world(
-        SimConfig(seed=args.seed, vehicles=args.vehicles, days=days, start=origin, interval_s=30.0)
-    )
-    plan = make_plan(world, days, args.seed)
+    days, origin, end, world, plan = plan_dataset(args, min_days=2)
     work = Path(tempfile.mkdtemp(prefix="probe-full-refresh-", dir=args.tmp))
     t0 = time.perf_counter()
-    rows = 0
-    for hour in range(days * 24):
-        table = hour_table(world, plan, origin, hour, args.interval_s)
-        path = work / "lake" / processed_path(origin + timedelta(hours=hour))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, row_group_size=262_144, compression="zstd")
-        rows += table.num_rows
+    rows = write_processed(work / "lake", world, plan, origin, days, args.interval_s)
     print(f"generated {rows:,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
     url = f"sqlite:///{work / 'fleet_core.db'}"
     write_fleet_core(world, fleet_core_rows(world, plan, origin, end, args.seed), url)
