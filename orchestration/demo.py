@@ -6,16 +6,29 @@ import contextlib
 import os
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
 
 from atlasmesh.settings import Settings
 from orchestration.instance import prepare_dagster_home
 
-DEMO_DAYS = int(os.environ.get("ATLASMESH_DEMO_DAYS", "21"))
-DEMO_VEHICLES = int(os.environ.get("ATLASMESH_DEMO_VEHICLES", "36"))
-DOCS_PORT = int(os.environ.get("ATLASMESH_DOCS_PORT", "8580"))
+
+def _size(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number demo size from the environment, or exit with what is wrong."""
+    text = os.environ.get(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise SystemExit(f"{name} must be a whole number from {low} to {high}, got {text!r}")
+    return value
+
+
+DEMO_DAYS = _size("ATLASMESH_DEMO_DAYS", 21, 1, 366)
+DEMO_VEHICLES = _size("ATLASMESH_DEMO_VEHICLES", 36, 1, 10_000)
+DOCS_PORT = _size("ATLASMESH_DOCS_PORT", 8580, 1, 65_535)
 # What an analyst asks first: the fleet's days, from the fleet-day mart.
 SAMPLE_MART_QUERY = """SELECT activity_date, sum(vehicles_active) AS vehicles_active,
        round(sum(distance_km)) AS distance_km, round(avg(utilisation_rate), 2) AS utilisation
@@ -139,6 +152,14 @@ def _raise_alerts(settings: Settings) -> str:
     )
 
 
+def fault_hour(first: date, now: datetime) -> datetime:
+    """The arrival hour the demo corrupts: 10:00 of its second day, or the last whole hour
+    before now when the simulated span is shorter (never before its first hour)."""
+    preferred = datetime.combine(first + timedelta(days=1), dt_time(10), tzinfo=UTC)
+    last_whole = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    return max(min(preferred, last_whole), datetime.combine(first, dt_time(0), tzinfo=UTC))
+
+
 def main() -> None:
     """Start the warehouse, simulate a fleet ending now, run the pipeline, print a summary."""
     settings = Settings()
@@ -207,7 +228,7 @@ def main() -> None:
     _materialize(list(TABLE_KEYS.values()))
     _done(started)
 
-    bad_hour = datetime.combine(first + timedelta(days=1), dt_time(10), tzinfo=UTC)
+    bad_hour = fault_hour(first, datetime.now(UTC))
     started = _step(f"Injecting a GPS fault into the deliveries of {bad_hour:%Y-%m-%d %H}:00 UTC")
     from atlasmesh.simulator.incidents import inject_gps_jumps
 
