@@ -163,20 +163,33 @@ class FleetCoreStore:
         JSON columns take dicts/lists (serialised) or JSON text; timestamps must be
         timezone-aware datetimes. If a key appears twice, the last row wins.
         """
-        info = self._table(table)
+        return self.upsert_many({table: rows})[table]
+
+    def upsert_many(
+        self, rows_by_table: Mapping[str, Iterable[Mapping[str, Any]]]
+    ) -> dict[str, int]:
+        """Upsert several tables (parents first) in one transaction: all of them or none."""
         now = datetime.now(UTC)
         with _gc_paused():
-            groups = self._group(info, rows)
-            batches = [
-                self._encode_rows(info, columns, group, now) for columns, group in groups.items()
-            ]
-            if not batches:
-                return 0
-            written = 0
+            work = []
+            for table, rows in rows_by_table.items():
+                info = self._table(table)
+                groups = self._group(info, rows)
+                batches = [
+                    self._encode_rows(info, columns, group, now)
+                    for columns, group in groups.items()
+                ]
+                work.append((table, info, batches))
+            written = dict.fromkeys(rows_by_table, 0)
+            if not any(batches for _, _, batches in work):
+                return written
             with self._connect(write=True) as connection:
-                for index, (columns, params) in enumerate(batches):
-                    stage = f"_fc_stage_{index}"
-                    written += self._merge(connection, info, columns, params, stage)
+                stages = 0
+                for table, info, batches in work:
+                    for columns, params in batches:
+                        stage = f"_fc_stage_{stages}"
+                        stages += 1
+                        written[table] += self._merge(connection, info, columns, params, stage)
         return written
 
     def soft_delete(self, table: str, ids: Iterable[Any], at: datetime) -> int:

@@ -50,6 +50,7 @@ def simulate(
     from rich.table import Table
 
     from atlasmesh.fleet_core.db import FleetCoreError
+    from atlasmesh.fleet_core.store import ConstraintViolation
     from atlasmesh.lake import LakeError
     from atlasmesh.settings import Settings
     from atlasmesh.simulator.config import SimConfig, SimConfigError
@@ -78,6 +79,13 @@ def simulate(
         summary = run_simulation(config, settings, progress=sys.stderr.isatty())
     except (FleetCoreError, LakeError) as exc:
         console.print(f"[red]simulate failed:[/red] {exc}")
+        if isinstance(exc, ConstraintViolation) and not reset:
+            console.print(
+                "The fleet-core database may hold an earlier simulation of another world (seed, "
+                "vehicles or start). Add --reset to delete "
+                "earlier landing telemetry, fleet-core rows and ground truth first, or point "
+                "ATLASMESH_HOME elsewhere."
+            )
         raise typer.Exit(1) from None
     table = Table(title=f"simulation {summary.run_id}", show_header=False)
     rows = [

@@ -159,7 +159,10 @@ class _Run:
     def run(self, progress: bool) -> SimulationSummary:
         started = time.perf_counter()
         config = self.config
-        self._upsert(STATIC_TABLES, static_rows(self.world))
+        # One transaction: a world that clashes with one already in the database (another
+        # seed's size or start, say) leaves nothing behind.
+        static = static_rows(self.world)
+        self.store.upsert_many({t: static[t] for t in STATIC_TABLES if static.get(t)})
         writer = BatchWriter(self.world, self.lake, self.truth)
         try:
             last = self._generate(writer, progress)

@@ -282,6 +282,21 @@ def test_foreign_keys_are_enforced_and_batches_are_atomic(fleet_core_url: str) -
             engine.dispose()
 
 
+def test_upsert_many_writes_every_table_or_none(fleet_core_url: str) -> None:
+    with FleetCoreStore(fleet_core_url) as store:
+        fleet = _fleet(store)
+        before = store.row_counts()
+        org = {"organization_id": _id(), "name": "Beta", "sector": "transit"}
+        orphan = _vehicle(_id(), 2)
+        with pytest.raises(ConstraintViolation, match="vehicles: the database refused"):
+            store.upsert_many({"organizations": [org], "vehicles": [_vehicle(fleet, 1), orphan]})
+        # The organization written before the vehicles failed is rolled back with them.
+        assert store.row_counts() == before
+        written = store.upsert_many({"organizations": [org], "vehicles": [_vehicle(fleet, 1)]})
+        assert written == {"organizations": 1, "vehicles": 1}
+        assert store.row_counts()["organizations"] == before["organizations"] + 1
+
+
 def test_check_and_unique_constraints_hold_on_both_backends(fleet_core_url: str) -> None:
     with FleetCoreStore(fleet_core_url) as store:
         fleet = _fleet(store)

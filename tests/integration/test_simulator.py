@@ -346,6 +346,14 @@ def test_cli_simulates_into_atlasmesh_home(tmp_path: Path, monkeypatch: pytest.M
     assert len(list((tmp_path / "simulator" / "ground_truth").iterdir())) == 1
     again = CliRunner().invoke(app, [*args, "--reset"])
     assert again.exit_code == 0, again.output
+    # Another world in the same fleet-core (same seed, other size): refused as a whole, with
+    # the way out, and the database keeps exactly what it held.
+    with FleetCoreStore(f"sqlite:///{tmp_path / 'fleet_core.db'}") as store:
+        held = store.row_counts()
+    clash = CliRunner().invoke(app, [*args[:4], "2", *args[5:]])
+    assert clash.exit_code == 1 and "--reset" in clash.output, clash.output
+    with FleetCoreStore(f"sqlite:///{tmp_path / 'fleet_core.db'}") as store:
+        assert store.row_counts() == held
     bad = CliRunner().invoke(app, ["simulate", "--vehicles", "0"])
     assert bad.exit_code == 2 and "vehicles must be" in bad.output
     assert gzip.decompress(next((tmp_path / "lake").rglob("*.gz")).read_bytes())
