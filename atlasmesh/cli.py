@@ -70,3 +70,19 @@ def _register() -> None:
 
 
 _register()
+
+
+def main() -> None:
+    """Run the command line; a bad ATLASMESH_* setting is one line naming it, not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            # The value is left out: a setting may be a password or a URL that holds one.
+            typer.echo(f"error: ATLASMESH_{field.upper()}: {error['msg']}", err=True)
+        raise SystemExit(2) from None

@@ -37,10 +37,11 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="ClickHouse password."
     )
     warehouse_port: int = Field(
-        default=18123, description="Loopback port of the embedded warehouse service."
+        default=18123, ge=1, le=65535, description="Loopback port of the embedded warehouse service."
     )
     warehouse_query_timeout_s: float = Field(
         default=300.0,
+        gt=0,
         description="Per-request time limit of the embedded warehouse service.",
     )
     # Past this a dbt query's sort or aggregation spills to disk instead of growing with

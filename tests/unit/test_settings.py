@@ -50,3 +50,29 @@ def test_readme_documents_every_setting():
         if not re.search(rf"`ATLASMESH_{name.upper()}`", table)
     ]
     assert not missing, f"README settings table lacks: {missing}"
+
+
+def test_a_bad_setting_stops_the_cli_with_one_line_per_variable(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "ATLASMESH_HOME": str(tmp_path),
+        "ATLASMESH_WAREHOUSE_PORT": "99999",
+        "ATLASMESH_WAREHOUSE_QUERY_TIMEOUT_S": "soon",
+        "ATLASMESH_CLICKHOUSE_PASSWORD": "hunter2-secret",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "from atlasmesh.cli import main; main()", "warehouse", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ATLASMESH_WAREHOUSE_PORT: ")
+    assert lines[1].startswith("error: ATLASMESH_WAREHOUSE_QUERY_TIMEOUT_S: ")
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr + result.stdout
