@@ -344,14 +344,19 @@ def _known_vehicle_ids(warehouse: WarehouseResource) -> list[str]:
 
     client = warehouse.client()
     exists = client.command(f"EXISTS TABLE {DATABASE}.vehicles")
-    if not int(exists):
+    known = []
+    if int(exists):
+        result = client.query(f"SELECT DISTINCT toString(vehicle_id) FROM {DATABASE}.vehicles")
+        known = [row[0] for row in result.result_rows]
+    # An empty table counts as missing: a dbt build creates the source tables empty before
+    # any extraction, and no fleet has telemetry without vehicles.
+    if not known:
         raise dg.Failure(
-            "fleet_core.vehicles is not in the warehouse yet: materialise the fleet_core "
-            "assets (or run `atlasmesh fleet-core extract`) before ingesting telemetry, "
-            "otherwise every record would be dead-lettered as UNKNOWN_VEHICLE"
+            "fleet_core.vehicles holds no vehicles yet: materialise the fleet_core assets (or "
+            "run `atlasmesh fleet-core extract`) before ingesting telemetry, otherwise every "
+            "record would be dead-lettered as UNKNOWN_VEHICLE"
         )
-    result = client.query(f"SELECT DISTINCT toString(vehicle_id) FROM {DATABASE}.vehicles")
-    return [row[0] for row in result.result_rows]
+    return known
 
 
 def _counts(metadata: dict[str, Any]) -> dict[str, Any]:

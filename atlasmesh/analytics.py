@@ -145,17 +145,33 @@ def ensure_manifest(settings: Settings) -> Path:
 def prepare_warehouse(settings: Settings) -> str:
     """Start the embedded warehouse if needed and create the platform tables dbt reads as sources.
 
-    `ops.quality_scores` is written by the quality gates; on a warehouse where no gate has run
-    yet it is created empty, so a first `dbt build` works and the trend is simply empty.
+    On a warehouse where nothing was loaded yet (no ingestion, no extraction, no gate) the
+    missing source tables are created empty, so a first `dbt build` works and its marts are
+    simply empty. Existing tables are left alone: a fleet-core table that gains columns
+    must be re-read in full, and only the extraction does that.
     """
+    from atlasmesh.fleet_core.extract import DATABASE as FLEET_CORE
+    from atlasmesh.fleet_core.extract import SPECS, ensure_warehouse_schema
     from atlasmesh.warehouse.client import connect
     from atlasmesh.warehouse.service import ensure_running
-    from quality.score import ensure_schema
+    from atlasmesh.warehouse.telemetry import ensure_schema as ensure_hot_path
+    from quality.score import ensure_schema as ensure_scores
 
     url = ensure_running(settings)
     client = connect(settings)
     try:
-        ensure_schema(client)
+        ensure_scores(client)
+        ensure_hot_path(client)
+        present = {
+            row[0]
+            for row in client.query(
+                "SELECT name FROM system.tables WHERE database = {db:String}",
+                parameters={"db": FLEET_CORE},
+            ).result_rows
+        }
+        missing = [table for table in SPECS if table not in present]
+        if missing:
+            ensure_warehouse_schema(client, missing)
     finally:
         client.close()
     return url

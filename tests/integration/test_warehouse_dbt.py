@@ -85,3 +85,20 @@ def test_dbt_queries_spill_past_the_configured_memory(warehouse_service, tmp_pat
         assert result.returncode == 0, result.stdout[-4000:]
         shown = json.loads(result.stdout[result.stdout.index("{") :].rsplit("}", 1)[0] + "}")
         assert [shown["show"][0][n] for n in names] == expected
+
+
+def test_a_first_dbt_build_on_an_empty_warehouse_gives_empty_marts(tmp_path):
+    # An analyst's `atlasmesh dbt -- build` before anything was loaded: the sources are
+    # created empty and every model and test passes on no rows.
+    from atlasmesh.analytics import dbt_passthrough
+    from atlasmesh.warehouse import service
+    from tests.fixtures.warehouse import start_service
+
+    svc = start_service(tmp_path / "home")
+    try:
+        assert dbt_passthrough(svc.settings, ["build", "--quiet"]) == 0
+        client = svc.client()
+        assert client.command("SELECT count() FROM analytics.fct_vehicle_days") == 0
+        assert client.command("SELECT count() FROM fleet_core.vehicles") == 0
+    finally:
+        service.stop(svc.settings, timeout=30)
