@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _process import peak_rss_mb, resident_mb  # noqa: E402
 from bench_marts import (  # noqa: E402
+    DAILY_BUILD,
     bulk_load_day,
     fleet_core_rows,
     node_seconds,
@@ -142,14 +143,7 @@ def run(args: argparse.Namespace) -> dict:
         day = origin + timedelta(days=days - 2)
         out["one_day"] = build(
             "one-day",
-            [
-                "build",
-                "--select",
-                "int_telemetry_points_sessionised+",
-                "fct_trips+",
-                "--exclude-resource-type",
-                "unit_test",
-            ],
+            DAILY_BUILD,
             {
                 "as_of": (day + timedelta(days=1)).isoformat(),
                 "window_start": day.isoformat(),
