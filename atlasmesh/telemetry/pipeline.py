@@ -411,13 +411,23 @@ class _ParquetSinks:
 
 def landing_files(lake: Lake, arrival_hour: datetime) -> list[LakeEntry]:
     """The landing files of one arrival hour in every `schema=` folder, sorted by path."""
+    return _landing_listing(lake, arrival_hour)[0]
+
+
+def _landing_listing(lake: Lake, arrival_hour: datetime) -> tuple[list[LakeEntry], list[str]]:
+    """An arrival hour's uploads, sorted by path, and the hidden files left beside them."""
     hour = _on_the_hour(arrival_hour, "arrival_hour")
     found: list[LakeEntry] = []
+    hidden: list[str] = []
     for folder in lake.ls(LANDING_PREFIX):
         if not folder.is_dir or not folder.path.rsplit("/", 1)[-1].startswith("schema="):
             continue
-        found.extend(e for e in lake.ls(partition_path(folder.path, hour)) if _is_upload(e))
-    return sorted(found, key=lambda e: e.path)
+        for entry in lake.ls(partition_path(folder.path, hour)):
+            if _is_upload(entry):
+                found.append(entry)
+            elif not entry.is_dir:
+                hidden.append(entry.path)
+    return sorted(found, key=lambda e: e.path), sorted(hidden)
 
 
 def _is_upload(entry: LakeEntry) -> bool:
@@ -487,8 +497,13 @@ def stage_arrival_hour(
             else known_vehicles_from(known_vehicles)
         )
     previous = read_stage_manifest(lake, hour)
-    entries = landing_files(lake, hour)
-    notes: list[str] = []
+    entries, hidden = _landing_listing(lake, hour)
+    # Not validated, so not counted as received, but never silently: the note says why.
+    notes = [
+        f"{path}: not read (a name starting with '.' or '_' marks another tool's temporary "
+        "or marker file, not a gateway upload); rename it to ingest it"
+        for path in hidden
+    ]
     files = [_landing_file(lake, e, hour, notes) for e in entries]
     # Arrival order: the first delivery of an event wins, and files of one minute and folder
     # are validated together.

@@ -454,6 +454,8 @@ def test_the_sensor_sees_new_files_once(fleet: Fleet, tmp_path: Path) -> None:
     result = stage_arrival_hour(lake, first, known_vehicles=fleet.known)
     result.check()
     assert any("notes.txt" in n for n in result.notes)
+    # The marker is not read, but the stage says so instead of passing over it in silence.
+    assert any(n.startswith(odd.replace("notes.txt", "_SUCCESS")) for n in result.notes)
     dlq = _dlq(lake)
     assert dlq.filter(pl.col("source_file") == odd).height == 2  # kept, never dropped
     with pytest.raises(ValueError, match="reset the sensor cursor"):
