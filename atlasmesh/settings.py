@@ -37,7 +37,10 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="ClickHouse password."
     )
     warehouse_port: int = Field(
-        default=18123, ge=1, le=65535, description="Loopback port of the embedded warehouse service."
+        default=18123,
+        ge=1,
+        le=65535,
+        description="Loopback port of the embedded warehouse service.",
     )
     warehouse_query_timeout_s: float = Field(
         default=300.0,
