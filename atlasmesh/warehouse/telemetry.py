@@ -242,6 +242,12 @@ LOADS_COLUMNS: dict[str, str] = {
 }
 
 
+# The seed's `location Tuple(Float64, Float64)` (latitude, longitude) for queries written to
+# it: computed on read, never stored or inserted, left out of `SELECT *`; partition swaps
+# between tables that differ only by it work (decision 0002).
+LOCATION_ALIAS = "`location` Tuple(Float64, Float64) ALIAS (latitude, longitude)"
+
+
 def _q(*names: str) -> str:
     return ".".join(f"`{n}`" for n in names)
 
@@ -258,7 +264,8 @@ def schema_statements(database: str = DATABASE) -> list[str]:
         # One partition per event hour: the unit REPLACE PARTITION swaps atomically, and
         # the unit the TTL drops whole (ttl_only_drop_parts), see docs/decisions/0002.
         f"""CREATE TABLE IF NOT EXISTS {_q(database, TELEMETRY_TABLE)} (
-    {_columns_sql(TELEMETRY_COLUMNS)}
+    {_columns_sql(TELEMETRY_COLUMNS)},
+    {LOCATION_ALIAS}
 )
 ENGINE = MergeTree
 PARTITION BY toStartOfHour(recorded_at)
@@ -319,6 +326,7 @@ class _Schema:
     partition_keys: dict[str, str]
     columns: dict[str, dict[str, str]]  # table -> column -> type, in table order
     stages: list[str]  # staging tables present
+    aliases: dict[str, set[str]]  # table -> ALIAS columns (computed on read, not checked)
 
 
 _OBJECTS = (TELEMETRY_TABLE, METRICS_STATE_TABLE, METRICS_VIEW, LOADS_TABLE, LATEST_LOADS_VIEW)
@@ -332,7 +340,8 @@ def _inspect(client: Client, database: str) -> _Schema:
         "SELECT 'object' AS kind, name AS tbl, '' AS col, partition_key AS type, 0 AS position "
         "FROM system.tables WHERE database = {db:String} "
         "AND (name IN {objects:Array(String)} OR startsWith(name, {prefix:String})) "
-        "UNION ALL SELECT 'column', table, name, type, position FROM system.columns "
+        "UNION ALL SELECT if(default_kind = 'ALIAS', 'alias', 'column'), table, name, type, "
+        "position FROM system.columns "
         "WHERE database = {db:String} AND table IN {tables:Array(String)}"
         ") ORDER BY kind, tbl, position",
         parameters={
@@ -346,15 +355,18 @@ def _inspect(client: Client, database: str) -> _Schema:
     keys: dict[str, str] = {}
     columns: dict[str, dict[str, str]] = {}
     stages: list[str] = []
+    aliases: dict[str, set[str]] = {}
     for kind, table, name, ctype in rows:
         if kind == "column":
             columns.setdefault(table, {})[name] = ctype
+        elif kind == "alias":
+            aliases.setdefault(table, set()).add(name)
         elif table.startswith(STAGE_PREFIX):
             stages.append(table)
         else:
             objects.add(table)
             keys[table] = ctype
-    return _Schema(frozenset(objects), keys, columns, sorted(stages))
+    return _Schema(frozenset(objects), keys, columns, sorted(stages), aliases)
 
 
 def ensure_schema(client: Client, database: str = DATABASE) -> None:
@@ -375,6 +387,11 @@ def _ensure(client: Client, database: str) -> _Schema:
                     raise
         schema = _inspect(client, database)
     _check_tables(schema, database)
+    if "location" not in schema.aliases.get(TELEMETRY_TABLE, set()):
+        # A table created before the alias existed gains it (metadata only).
+        client.command(
+            f"ALTER TABLE {_q(database, TELEMETRY_TABLE)} ADD COLUMN IF NOT EXISTS {LOCATION_ALIAS}"
+        )
     return schema
 
 
