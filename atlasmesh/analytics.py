@@ -150,8 +150,7 @@ def prepare_warehouse(settings: Settings) -> str:
     simply empty. Existing tables are left alone: a fleet-core table that gains columns
     must be re-read in full, and only the extraction does that.
     """
-    from atlasmesh.fleet_core.extract import DATABASE as FLEET_CORE
-    from atlasmesh.fleet_core.extract import SPECS, ensure_warehouse_schema
+    from atlasmesh.fleet_core.extract import ensure_warehouse_schema
     from atlasmesh.warehouse.client import connect
     from atlasmesh.warehouse.service import ensure_running
     from atlasmesh.warehouse.telemetry import ensure_schema as ensure_hot_path
@@ -162,16 +161,7 @@ def prepare_warehouse(settings: Settings) -> str:
     try:
         ensure_scores(client)
         ensure_hot_path(client)
-        present = {
-            row[0]
-            for row in client.query(
-                "SELECT name FROM system.tables WHERE database = {db:String}",
-                parameters={"db": FLEET_CORE},
-            ).result_rows
-        }
-        missing = [table for table in SPECS if table not in present]
-        if missing:
-            ensure_warehouse_schema(client, missing)
+        ensure_warehouse_schema(client, missing_only=True)
     finally:
         client.close()
     return url

@@ -430,12 +430,17 @@ def clickhouse_ddl(table: str, database: str = DATABASE) -> list[str]:
 
 
 def ensure_warehouse_schema(
-    client: Client, tables: Sequence[str] | None = None, database: str = DATABASE
+    client: Client,
+    tables: Sequence[str] | None = None,
+    database: str = DATABASE,
+    *,
+    missing_only: bool = False,
 ) -> list[str]:
     """Create missing tables and views, add newly allowed columns, refuse denied ones.
 
     Returns the tables that gained columns: their old rows lack the new values, so they
-    must be re-read in full. One catalog query when nothing changed.
+    must be re-read in full. One catalog query when nothing changed. `missing_only` leaves
+    existing tables alone (for callers that cannot re-read what gains columns).
     """
     chosen = [spec(t) for t in (tables if tables is not None else SPECS)]
     with _warehouse_errors(client, f"read the catalog of database {database}"):
@@ -446,6 +451,8 @@ def ensure_warehouse_schema(
     existing: dict[str, dict[str, str]] = {}
     for table, name, kind in rows:
         existing.setdefault(table, {})[name] = kind
+    if missing_only:
+        chosen = [info for info in chosen if info.name not in existing]
     return [
         info.name
         for info in chosen

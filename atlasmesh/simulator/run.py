@@ -152,17 +152,14 @@ class _Run:
         self.vehicle_ids = np.array([v.vehicle_id for v in self.world.vehicles], dtype=object)
 
     def _upsert(self, tables: tuple[str, ...], rows: dict[str, list[dict[str, Any]]]) -> None:
-        for table in tables:
-            if rows.get(table):
-                self.store.upsert(table, rows[table])
+        # One transaction: rows that clash with another world already in the database (a
+        # username of another seed's size or start, say) leave nothing behind.
+        self.store.upsert_many({t: rows[t] for t in tables if rows.get(t)})
 
     def run(self, progress: bool) -> SimulationSummary:
         started = time.perf_counter()
         config = self.config
-        # One transaction: a world that clashes with one already in the database (another
-        # seed's size or start, say) leaves nothing behind.
-        static = static_rows(self.world)
-        self.store.upsert_many({t: static[t] for t in STATIC_TABLES if static.get(t)})
+        self._upsert(STATIC_TABLES, static_rows(self.world))
         writer = BatchWriter(self.world, self.lake, self.truth)
         try:
             last = self._generate(writer, progress)
