@@ -18,6 +18,7 @@ SYNTAX_ERROR = 62
 UNKNOWN_COMPRESSION_METHOD = 89
 TIMEOUT_EXCEEDED = 159
 READONLY = 164
+ACCESS_DENIED = 497
 TOO_MANY_SIMULTANEOUS_QUERIES = 202
 NETWORK_ERROR = 210
 QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING = 216
@@ -48,6 +49,7 @@ ERROR_NAMES = {
     QUERY_WAS_CANCELLED: "QUERY_WAS_CANCELLED",
     TOO_MANY_ROWS_OR_BYTES: "TOO_MANY_ROWS_OR_BYTES",
     AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED",
+    ACCESS_DENIED: "ACCESS_DENIED",
     UNKNOWN_EXCEPTION: "UNKNOWN_EXCEPTION",
 }
 
@@ -252,8 +254,39 @@ def _unquote(raw: str, quote: str) -> str:
     return inner.replace(quote * 2, quote).replace("\\" + quote, quote)
 
 
-def _is_word(token: Token | None, *words: str) -> bool:
+def is_word(token: Token | None, *words: str) -> bool:
+    """True when `token` is one of the keywords `words` (upper case), in any case."""
     return token is not None and token.kind == "word" and token.text.upper() in words
+
+
+_is_word = is_word
+
+
+def kill_query_target(sql: str) -> tuple[str, bool, str | None] | None:
+    """(query id, SYNC, FORMAT) of `KILL QUERY WHERE query_id = '<id>' [SYNC|ASYNC] [FORMAT f]`;
+    None for any other statement (those go to the engine as they are)."""
+    toks = list(tokens(sql))
+    if toks and toks[-1].kind == "punct" and toks[-1].text == ";":
+        toks.pop()
+    if len(toks) < 6 or not (
+        is_word(toks[0], "KILL")
+        and is_word(toks[1], "QUERY")
+        and is_word(toks[2], "WHERE")
+        and is_word(toks[3], "QUERY_ID")
+        and toks[4].text == "="
+        and toks[5].kind == "string"
+    ):
+        return None
+    query_id = _unquote(sql[toks[5].start : toks[5].end], "'")
+    rest = toks[6:]
+    sync = False
+    if rest and is_word(rest[0], "SYNC", "ASYNC"):
+        sync = rest.pop(0).text.upper() == "SYNC"
+    fmt = None
+    if len(rest) == 2 and is_word(rest[0], "FORMAT") and _is_name(rest[1]):
+        fmt = rest.pop(1).text
+        rest.pop(0)
+    return (query_id, sync, fmt) if not rest else None
 
 
 def _is_name(token: Token | None) -> bool:
@@ -545,25 +578,57 @@ class _XzCompress(Codec):
         return self._c.flush()
 
 
-class _FramedDecompress(Codec):
-    """Decompresses a sequence of frames (gzip members, lz4 or zstd frames) of one codec."""
+DECODE_PIECE_BYTES = 1 << 20  # at most this much decompressed output is held per step
 
-    def __init__(self, factory: Callable[[], object]) -> None:
+
+class _FramedDecompress(Codec):
+    """Decompresses a sequence of frames (gzip members, lz4 or xz frames) of one codec, at most
+    DECODE_PIECE_BYTES of output per step, so a small body cannot expand all at once in memory."""
+
+    def __init__(self, factory: Callable[[], object], name: str) -> None:
         self._factory = factory
+        self._name = name
         self._d = factory()
         self._pending = False
 
     def feed(self, data: bytes) -> bytes:
-        out = []
-        while data:
-            self._pending = True
-            out.append(self._d.decompress(data))  # type: ignore[attr-defined]
-            if not getattr(self._d, "eof", False):
-                break
-            data = self._d.unused_data  # type: ignore[attr-defined]
-            self._d = self._factory()
-            self._pending = False
-        return b"".join(out)
+        return b"".join(self.pieces(data))
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """The decompressed output of `data`, in bounded pieces."""
+        if not data:
+            return
+        self._pending = True
+        try:
+            while True:
+                out = self._d.decompress(data, DECODE_PIECE_BYTES)  # type: ignore[attr-defined]
+                if out:
+                    yield out
+                if self._d.eof:  # type: ignore[attr-defined]
+                    # The next frame or member starts right after this one.
+                    data = self._d.unused_data  # type: ignore[attr-defined]
+                    self._d = self._factory()
+                    self._pending = bool(data)
+                    if not data:
+                        return
+                    continue
+                tail = getattr(self._d, "unconsumed_tail", None)
+                if tail is not None:  # zlib hands back the input it did not read yet
+                    if not tail and len(out) < DECODE_PIECE_BYTES:
+                        return
+                    data = tail
+                elif self._d.needs_input:  # type: ignore[attr-defined]  # lz4 and xz keep it inside
+                    return
+                else:
+                    data = b""
+        except ClickHouseError:
+            raise
+        except Exception as exc:  # zlib.error, LZMAError, lz4's RuntimeError: not this codec
+            raise ClickHouseError(
+                CANNOT_DECOMPRESS,
+                f"The request body is not valid {self._name} data (Content-Encoding: "
+                f"{self._name}): {exc}",
+            ) from None
 
     def finish(self) -> bytes:
         if self._pending:
@@ -571,10 +636,52 @@ class _FramedDecompress(Codec):
         return b""
 
 
-def _zstd_decompressor() -> object:
-    import zstandard
+ZSTD_SLICE_BYTES = 256  # zstd expands at most ~32,000:1, so a slice yields at most ~8 MiB
 
-    return zstandard.ZstdDecompressor().decompressobj()
+
+class _ZstdDecompress(Codec):
+    """Decompresses zstd frames; zstandard's decompressobj has no output limit, so the input is fed
+    in small slices to bound what one step can expand to."""
+
+    def __init__(self) -> None:
+        self._d = self._new()
+        self._pending = False
+
+    @staticmethod
+    def _new() -> object:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self.pieces(data))
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """The decompressed output of `data`, in bounded pieces."""
+        view = memoryview(data)
+        try:
+            for start in range(0, len(view), ZSTD_SLICE_BYTES):
+                part = bytes(view[start : start + ZSTD_SLICE_BYTES])
+                while part:
+                    self._pending = True
+                    out = self._d.decompress(part)  # type: ignore[attr-defined]
+                    if out:
+                        yield out
+                    part = b""
+                    if self._d.eof:  # type: ignore[attr-defined]
+                        part = self._d.unused_data  # type: ignore[attr-defined]
+                        self._d = self._new()
+                        self._pending = False
+        except Exception as exc:  # zstandard.ZstdError: not zstd data
+            raise ClickHouseError(
+                CANNOT_DECOMPRESS,
+                f"The request body is not valid zstd data (Content-Encoding: zstd): {exc}",
+            ) from None
+
+    def finish(self) -> bytes:
+        if self._pending:
+            raise ClickHouseError(CANNOT_DECOMPRESS, "The compressed request body is truncated.")
+        return b""
 
 
 def _lz4_decompressor() -> object:
@@ -584,8 +691,8 @@ def _lz4_decompressor() -> object:
 
 
 class _ZlibDecompress(_FramedDecompress):
-    def __init__(self, wbits: int) -> None:
-        super().__init__(lambda: zlib.decompressobj(wbits))
+    def __init__(self, wbits: int, name: str) -> None:
+        super().__init__(lambda: zlib.decompressobj(wbits), name)
 
 
 ENCODINGS = ("gzip", "deflate", "zstd", "lz4", "xz")
@@ -616,15 +723,15 @@ def decoder(encoding: str | None) -> Codec:
     if not enc or enc == "identity":
         return _Identity()
     if enc in ("gzip", "x-gzip"):
-        return _ZlibDecompress(47)
+        return _ZlibDecompress(47, "gzip")
     if enc == "deflate":
-        return _ZlibDecompress(15)
+        return _ZlibDecompress(15, "deflate")
     if enc == "zstd":
-        return _FramedDecompress(_zstd_decompressor)
+        return _ZstdDecompress()
     if enc == "lz4":
-        return _FramedDecompress(_lz4_decompressor)
+        return _FramedDecompress(_lz4_decompressor, "lz4")
     if enc == "xz":
-        return _FramedDecompress(lzma.LZMADecompressor)
+        return _FramedDecompress(lzma.LZMADecompressor, "xz")
     raise ClickHouseError(
         UNKNOWN_COMPRESSION_METHOD,
         f"Unknown Content-Encoding {encoding!r} of the request body; use one of {', '.join(ENCODINGS)}.",
@@ -638,6 +745,9 @@ def choose_encoding(accept_encoding: str | None) -> str | None:
         if name in ENCODINGS:
             return name
     return None
+
+
+MAX_BLOCK_BYTES = 1 << 30  # ClickHouse's DBMS_MAX_COMPRESSED_SIZE
 
 
 class NativeBlockDecompress(Codec):
@@ -658,8 +768,12 @@ class NativeBlockDecompress(Codec):
             method = self._buf[16]
             compressed, size = struct.unpack_from("<II", self._buf, 17)
             total = 16 + compressed
-            if compressed < 9:
-                raise ClickHouseError(CANNOT_DECOMPRESS, "Corrupted compressed block header.")
+            if compressed < 9 or compressed > MAX_BLOCK_BYTES or size > MAX_BLOCK_BYTES:
+                raise ClickHouseError(
+                    CANNOT_DECOMPRESS,
+                    "Corrupted compressed block header (decompress=1): sizes must be between "
+                    f"9 bytes and {MAX_BLOCK_BYTES >> 20} MiB, got {compressed} and {size}.",
+                )
             if len(self._buf) < total:
                 break
             payload = bytes(self._buf[self._HEADER : total])
@@ -674,22 +788,32 @@ class NativeBlockDecompress(Codec):
 
 
 def _decompress_block(method: int, payload: bytes, size: int) -> bytes:
-    if method == 0x02:
-        return payload
-    if method == 0x82:
-        import lz4.block
+    try:
+        if method == 0x02:
+            return payload
+        if method == 0x82:
+            import lz4.block
 
-        return lz4.block.decompress(payload, uncompressed_size=size)
-    if method == 0x90:
-        import zstandard
+            return lz4.block.decompress(payload, uncompressed_size=size)
+        if method == 0x90:
+            import zstandard
 
-        return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+            return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+    except Exception as exc:  # lz4's LZ4BlockError, zstandard's ZstdError: a corrupt block
+        raise ClickHouseError(
+            CANNOT_DECOMPRESS,
+            f"Cannot decompress a block of the request body (decompress=1): {exc}",
+        ) from None
     raise ClickHouseError(UNKNOWN_COMPRESSION_METHOD, f"Unknown compression method 0x{method:02x}.")
 
 
 def chain(codec: Codec, chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Run `chunks` through `codec`, yielding non-empty output."""
+    pieces = getattr(codec, "pieces", None)
     for chunk in chunks:
+        if pieces is not None:
+            yield from pieces(chunk)
+            continue
         out = codec.feed(chunk)
         if out:
             yield out

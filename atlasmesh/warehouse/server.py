@@ -63,7 +63,11 @@ MAX_SESSION_TIMEOUT_S = 3600
 MAX_IDLE_PER_DATABASE = 8
 MAX_SESSIONS = 512
 MAX_CONCURRENT_QUERIES = 64
+MAX_QUERY_ID_CHARS = 1024
 IDLE_KEEPALIVE_S = 300.0
+# ClickHouse's http_receive_timeout / http_send_timeout: a peer that stalls mid-request this long
+# (a body shorter than its Content-Length, a client that stops reading) loses the connection.
+RECEIVE_TIMEOUT_S = 30.0
 # Settings of the buffered fast path: results above this size are streamed into a spool instead.
 SMALL_RESULT_PIECES = 4
 BUFFER_SETTINGS = {"max_result_bytes": str(32 << 20), "result_overflow_mode": "throw"}
@@ -201,6 +205,7 @@ class Engine:
         self._pool: dict[tuple[str, int], list[EngineConnection]] = {}
         self._sessions: dict[str, Session] = {}
         self._running: dict[str, Running] = {}
+        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_QUERIES)
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._watchdog, name="warehouse-watchdog", daemon=True),
@@ -305,6 +310,31 @@ class Engine:
     def running_count(self) -> int:
         with self._lock:
             return len(self._running)
+
+    def take_slot(self, query_id: str) -> None:
+        """Wait (at most the per-request limit) until fewer than MAX_CONCURRENT_QUERIES run, as
+        a server's queue_max_wait_ms: a burst of clients queues instead of failing."""
+        if not self._slots.acquire(timeout=self.config.query_timeout_s):
+            raise p.ClickHouseError(
+                p.TOO_MANY_SIMULTANEOUS_QUERIES,
+                f"Too many simultaneous queries: query {query_id} waited "
+                f"{self.config.query_timeout_s:g} s for one of {MAX_CONCURRENT_QUERIES} slots.",
+            )
+
+    def free_slot(self) -> None:
+        self._slots.release()
+
+    def kill_by_query_id(self, query_id: str, sync: bool) -> bool:
+        """Cancel the running request with this client query id; False if none runs."""
+        with self._lock:
+            run = self._running.get(query_id)
+        if run is None:
+            return False
+        self.kill(run, "killed by KILL QUERY")
+        deadline = time.monotonic() + 10.0
+        while sync and run.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return True
 
     def kill(self, run: Running, reason: str) -> None:
         """Cancel a running query from the admin connection (the only cross-connection cancel)."""
@@ -416,6 +446,13 @@ def _hung_up(sock: socket.socket) -> bool:
         return True
 
 
+def _header_value(value: str) -> str:
+    """`value` without the control characters that would end or split a header line."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else " " for c in value)
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -468,7 +505,9 @@ class Exchange:
         auth = hdr.get("Authorization", "")
         if auth.lower().startswith("basic "):
             try:
-                b_user, _, b_password = base64.b64decode(auth[6:].strip()).decode().partition(":")
+                b_user, _, b_password = (
+                    base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
+                )
             except Exception:
                 raise p.ClickHouseError(
                     p.AUTHENTICATION_FAILED, "Malformed Basic authorization header."
@@ -580,6 +619,14 @@ class Exchange:
             self.body = iter(())
             self.query_id = self.params.get("query_id") or self.query_id
         self.authenticate()
+        if not self.query_id.isprintable() or len(self.query_id) > MAX_QUERY_ID_CHARS:
+            bad = self.query_id
+            self.query_id = str(uuid.uuid4())
+            raise p.ClickHouseError(
+                p.BAD_ARGUMENTS,
+                f"Invalid query_id {bad[:64]!r}: it must be printable text of at most "
+                f"{MAX_QUERY_ID_CHARS} characters.",
+            )
         if _truthy(self.params.get("compress")):
             raise p.ClickHouseError(
                 p.NOT_IMPLEMENTED,
@@ -610,14 +657,32 @@ class Exchange:
                 f"position {second}. Send one statement per request.",
             )
 
+        if split is None:
+            self._refuse_service_control(statement)
+            if readonly == 0:
+                statement = self._kill_by_client_id(statement)
+
         session = None
         if session_id:
+            # Before waiting for a slot, so a concurrent use of the session is refused at once.
             session = self.engine.session(
                 session_id, self.session_timeout(), _truthy(self.params.get("session_check"))
             )
-            conn = session.conn
-        else:
-            conn = self.engine.acquire(database, readonly, settings)
+        try:
+            self.engine.take_slot(self.query_id)
+            try:
+                conn = (
+                    session.conn
+                    if session is not None
+                    else self.engine.acquire(database, readonly, settings)
+                )
+            except BaseException:
+                self.engine.free_slot()
+                raise
+        except BaseException:
+            if session is not None:
+                self.engine.end_session_request(session)
+            raise
         self._reusable = False
 
         def release() -> None:
@@ -627,14 +692,10 @@ class Exchange:
                 self.engine.end_session_request(session)
             else:
                 self.engine.release(conn, self._reusable)
+            self.engine.free_slot()
 
         self._release = release
         try:
-            if self.engine.running_count() >= MAX_CONCURRENT_QUERIES:
-                raise p.ClickHouseError(
-                    p.TOO_MANY_SIMULTANEOUS_QUERIES,
-                    f"Too many simultaneous queries (limit {MAX_CONCURRENT_QUERIES}); retry shortly.",
-                )
             # Inserts still read the body, so only statements are watched for a hang-up.
             watch = self.h.connection if split is None else None
             self.run = self.engine.register(self.query_id, conn, watch)
@@ -725,6 +786,32 @@ class Exchange:
                 f"of {limit:g} s and was cancelled (raise ATLASMESH_WAREHOUSE_QUERY_TIMEOUT_S if it is legitimate)",
             )
         return exc
+
+    @staticmethod
+    def _refuse_service_control(sql: str) -> None:
+        first, second = itertools.islice(itertools.chain(p.tokens(sql), (None, None)), 2)
+        if p.is_word(first, "SYSTEM") and p.is_word(second, "SHUTDOWN", "KILL"):
+            # One client must not stop the warehouse every other client and pipeline shares.
+            raise p.ClickHouseError(
+                p.ACCESS_DENIED,
+                f"SYSTEM {second.text.upper()} is not allowed through the embedded warehouse's "  # type: ignore[union-attr]
+                "HTTP interface: stop the service with `atlasmesh warehouse stop`.",
+            )
+
+    def _kill_by_client_id(self, sql: str) -> str:
+        """`KILL QUERY WHERE query_id = '<id>'` for an id this front runs, done here (the engine
+        only knows its own ids), and answered by a SELECT of ClickHouse's KILL result columns."""
+        target = p.kill_query_target(sql)
+        if target is None:
+            return sql
+        query_id, sync, fmt = target
+        if query_id == self.query_id or not self.engine.kill_by_query_id(query_id, sync):
+            return sql
+        return (
+            f"SELECT {p.quote_string('finished' if sync else 'waiting')} AS kill_status, "
+            f"{p.quote_string(query_id)} AS query_id, currentUser() AS user, '' AS query"
+            + (f" FORMAT {p.quote_identifier(fmt)}" if fmt else "")
+        )
 
     def _classify(self, conn: EngineConnection, sql: str) -> int:
         first = next(p.tokens(sql), None)
@@ -953,12 +1040,18 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     disable_nagle_algorithm = True  # with Nagle on, each small response waits ~40 ms for an ACK
     timeout = IDLE_KEEPALIVE_S
+    # Malformed requests and unsupported methods are answered in plain text, like every error.
+    error_content_type = "text/plain; charset=UTF-8"
+    error_message_format = "%(message)s (HTTP %(code)d: %(explain)s)\n"
 
     def handle_one_request(self) -> None:
         # Acknowledge at once: clients that write headers and body separately would otherwise
         # wait for the delayed ACK before their body leaves (Nagle on their side).
         with contextlib.suppress(OSError, AttributeError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        # An idle kept-alive connection may wait long; a request in progress may not stall.
+        with contextlib.suppress(OSError):
+            self.connection.settimeout(IDLE_KEEPALIVE_S)
         super().handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -989,6 +1082,8 @@ class Handler(BaseHTTPRequestHandler):
         server: WarehouseHTTPServer = self.server  # type: ignore[assignment]
         started = time.perf_counter()
         self._body_pending: bool | None = None
+        self._body_deadline = time.monotonic() + server.engine.config.query_timeout_s
+        self.connection.settimeout(RECEIVE_TIMEOUT_S)
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         if path in ("/ping", "/replicas_status"):
@@ -1060,23 +1155,67 @@ class Handler(BaseHTTPRequestHandler):
     # -- request body -------------------------------------------------------------------------
     def _body(self) -> Iterator[bytes]:
         self._body_pending = True
+        lengths = set(self.headers.get_all("Content-Length") or ())
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            if lengths:
+                # Both framings at once is how requests are smuggled: never reuse this connection.
+                self.close_connection = True
             return self._chunked_body()
-        length = self.headers.get("Content-Length")
-        if length is None:
+        if not lengths:
             self._body_pending = False
             return iter(())
-        try:
-            remaining = int(length)
-        except ValueError:
+        length = lengths.pop().strip()
+        if lengths or not (length.isascii() and length.isdigit()):
+            # The body's end is unknown, so nothing after it on this connection can be trusted.
             self._body_pending = False
             self.close_connection = True
-            return iter(())
-        return self._sized_body(remaining)
+            return self._bad_framing(
+                "Invalid Content-Length header: it must be one non-negative decimal number."
+            )
+        return self._sized_body(int(length))
+
+    @staticmethod
+    def _bad_framing(message: str) -> Iterator[bytes]:
+        raise p.ClickHouseError(p.CANNOT_PARSE_TEXT, message)
+        yield b""  # a generator, so the error surfaces where the body is read
+
+    def _read(self, size: int) -> bytes:
+        """Up to `size` body bytes; a client that stalls loses the request, as in ClickHouse."""
+        # read1: whatever has arrived, so a trickling body still meets the deadline check.
+        return self._timed(self.rfile.read1, size)
+
+    def _readline(self, limit: int) -> bytes:
+        return self._timed(self.rfile.readline, limit)
+
+    def _timed(self, read: Any, size: int) -> bytes:
+        left = self._body_deadline - time.monotonic()
+        if left <= 0:
+            raise self._stalled(deadline=True)
+        # The whole body must arrive within the per-request limit, each piece within the
+        # receive timeout; the socket goes back to the receive timeout for the response.
+        self.connection.settimeout(min(RECEIVE_TIMEOUT_S, left))
+        try:
+            return read(size)
+        except TimeoutError:
+            raise self._stalled(deadline=left < RECEIVE_TIMEOUT_S) from None
+        finally:
+            self.connection.settimeout(RECEIVE_TIMEOUT_S)
+
+    def _stalled(self, deadline: bool = False) -> p.ClickHouseError:
+        self.close_connection = True
+        limit = self.server.engine.config.query_timeout_s  # type: ignore[attr-defined]
+        why = (
+            f"it did not arrive within the per-request limit of {limit:g} s"
+            if deadline
+            else f"no data for {RECEIVE_TIMEOUT_S:g} s (is it shorter than its Content-Length?)"
+        )
+        return p.ClickHouseError(
+            p.TIMEOUT_EXCEEDED, f"Timeout exceeded while receiving the request body: {why}"
+        )
 
     def _sized_body(self, remaining: int) -> Iterator[bytes]:
         while remaining > 0:
-            data = self.rfile.read(min(remaining, 1 << 20))
+            data = self._read(min(remaining, 1 << 20))
             if not data:
                 raise p.ClickHouseError(
                     p.NETWORK_ERROR,
@@ -1088,32 +1227,40 @@ class Handler(BaseHTTPRequestHandler):
 
     def _chunked_body(self) -> Iterator[bytes]:
         while True:
-            line = self.rfile.readline(1024)
+            line = self._readline(1024)
             if not line:
                 raise p.ClickHouseError(
                     p.NETWORK_ERROR, "The client closed the connection inside a chunked body."
                 )
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
+            digits = line.split(b";")[0].strip()
+            # Strictly hex digits: int() would also take "-5", "+5", "0x5" and "5_0".
+            if not digits or len(digits) > 15 or digits.strip(b"0123456789abcdefABCDEF"):
+                self.close_connection = True
                 raise p.ClickHouseError(
-                    p.CANNOT_PARSE_TEXT, "Malformed chunked transfer encoding."
-                ) from None
+                    p.CANNOT_PARSE_TEXT,
+                    f"Malformed chunked transfer encoding: bad chunk size {digits[:40]!r}.",
+                )
+            size = int(digits, 16)
             if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                while self._readline(1024) not in (b"\r\n", b"\n", b""):
                     pass
                 self._body_pending = False
                 return
             remaining = size
             while remaining > 0:
-                data = self.rfile.read(min(remaining, 1 << 20))
+                data = self._read(min(remaining, 1 << 20))
                 if not data:
                     raise p.ClickHouseError(
                         p.NETWORK_ERROR, "The client closed the connection inside a chunk."
                     )
                 remaining -= len(data)
                 yield data
-            self.rfile.readline(16)
+            if self._readline(16) not in (b"\r\n", b"\n"):
+                self.close_connection = True
+                raise p.ClickHouseError(
+                    p.CANNOT_PARSE_TEXT,
+                    "Malformed chunked transfer encoding: a chunk is longer than its size.",
+                )
 
     def _drain_body(self) -> None:
         # Unread body bytes would be parsed as the next request on this keep-alive connection.
@@ -1147,11 +1294,12 @@ class Handler(BaseHTTPRequestHandler):
     # -- response writing ---------------------------------------------------------------------
     def _head(self, status: int, headers: dict[str, str]) -> bytes:
         lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
+        # Values echo client input (query id, format): a line break would forge headers.
+        lines += [f"{k}: {_header_value(v)}" for k, v in headers.items()]
         lines.append(f"Connection: {'close' if self.close_connection else 'Keep-Alive'}")
         if not self.close_connection:
             lines.append(f"Keep-Alive: timeout={int(IDLE_KEEPALIVE_S)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")
 
     def send_bytes(
         self, status: int, headers: dict[str, str], data: bytes, head: bool = False
