@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STATUS_HELP = "open (triggered or acknowledged), all, triggered, acknowledged or resolved"
 
 
@@ -33,6 +35,12 @@ def _options(
     database: str = typer.Option("ops", "--database", help="Warehouse database of the alerts."),
 ) -> None:
     """The platform's alerts: list them, acknowledge and resolve them (audited), send them."""
+    # The name goes into SQL between backquotes, and a typo would create a new database.
+    if not _IDENTIFIER.fullmatch(database):
+        raise typer.BadParameter(
+            f"{database!r} is not a database name (letters, digits and _, not first a digit)",
+            param_hint="--database",
+        )
     ctx.obj = {"database": database}
 
 
@@ -155,7 +163,9 @@ def _transition(ctx: typer.Context, action: str, alert_id: str, by: str | None, 
 
     change = store.acknowledge if action == "acknowledged" else store.resolve
     with _errors(), _client() as client:
-        alert = change(client, alert_id, by or _os_user(), note=note, database=ctx.obj["database"])
+        # An explicit --by "" is a mistake to report, not a request for the OS user.
+        who = _os_user() if by is None else by
+        alert = change(client, alert_id, who, note=note, database=ctx.obj["database"])
     who, when = alert.last_change
     typer.echo(f"{action} {alert.alert_id} ({alert.alert_type}) by {who} at {_when(when)} UTC")
 

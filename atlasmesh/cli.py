@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import re
 
 import typer
 
 from atlasmesh.analytics import DEFAULT_DOCS_PORT, DEFAULT_SCHEMA
+
+
+def _schema_name(value: str) -> str:
+    # dbt puts the name into DDL (and derives <schema>_staging from it): a plain identifier only.
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise typer.BadParameter(
+            f"{value!r} is not a database name (letters, digits and _, not first a digit)"
+        )
+    return value
+
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="AtlasMesh fleet data platform.")
 
@@ -20,6 +31,7 @@ def dbt(
     schema: str = typer.Option(
         DEFAULT_SCHEMA,
         "--schema",
+        callback=_schema_name,
         help="Marts database (staging and intermediate go to <schema>_staging, _intermediate).",
     ),
 ) -> None:
@@ -33,10 +45,17 @@ def dbt(
 @app.command("docs")
 def docs(
     port: int = typer.Option(
-        DEFAULT_DOCS_PORT, "--port", envvar="ATLASMESH_DOCS_PORT", help="Loopback port to serve on."
+        DEFAULT_DOCS_PORT,
+        "--port",
+        envvar="ATLASMESH_DOCS_PORT",
+        min=1,
+        max=65535,
+        help="Loopback port to serve on.",
     ),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve after generating."),
-    schema: str = typer.Option(DEFAULT_SCHEMA, "--schema", help="Marts database to document."),
+    schema: str = typer.Option(
+        DEFAULT_SCHEMA, "--schema", callback=_schema_name, help="Marts database to document."
+    ),
 ) -> None:
     """Generate the dbt docs into $ATLASMESH_HOME/docs/site/ and serve them on 127.0.0.1."""
     from atlasmesh.analytics import docs_site_dir, generate_dbt_docs, serve_docs
@@ -52,8 +71,16 @@ def docs(
     typer.echo(f"docs site: {site}")
     if serve:
         typer.echo(f"serving on http://127.0.0.1:{port}/ (dbt docs: /dbt/), Ctrl-C to stop")
-        with contextlib.suppress(KeyboardInterrupt):
-            serve_docs(site, port)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                serve_docs(site, port)
+        except OSError as exc:
+            typer.echo(
+                f"error: cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}; the site is "
+                "generated, serve it on another --port (or ATLASMESH_DOCS_PORT)",
+                err=True,
+            )
+            raise typer.Exit(1) from None
 
 
 def _register() -> None:

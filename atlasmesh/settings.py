@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -79,6 +79,24 @@ class Settings(BaseSettings):
         description="URL the repository is browsable under; runbook links are this plus "
         "/docs/runbooks/<type>.md. Empty: links are repository paths.",
     )
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _empty_home_is_the_default(cls, value: object) -> object:
+        # `ATLASMESH_HOME= atlasmesh ...` means "unset", not "scatter state in the cwd".
+        return ".atlasmesh" if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("home")
+    @classmethod
+    def _home_can_be_a_folder(cls, value: Path) -> Path:
+        # Every command would otherwise fail deep inside with a traceback about a pid file
+        # or a database path; the first existing ancestor must be a folder to create it in.
+        for path in (value.expanduser(), *value.expanduser().absolute().parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise ValueError(f"{path} is a file, not a folder")
+                break
+        return value
 
     @property
     def home_dir(self) -> Path:

@@ -11,9 +11,11 @@ so payloads carry `alert_id` and `event` for receivers that deduplicate.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -169,12 +171,29 @@ def slack_payload(alert: Alert, event: str, settings: Settings) -> dict[str, Any
 
 def post_webhook(url: str, payload: dict[str, Any], timeout_s: float) -> None:
     """POST the JSON body; raise OSError with a message free of the URL (it holds a token)."""
-    request = urllib.request.Request(
-        url,
-        data=orjson.dumps(payload, default=str),
-        headers={"Content-Type": "application/json", "User-Agent": "atlasmesh-alerts"},
-        method="POST",
+    # urllib would read a file:// URL as a "delivery" and raise ValueError, whose message
+    # quotes the URL, for a malformed one: both are refused here without echoing it.
+    malformed = OSError(
+        "webhook URL (ATLASMESH_ALERT_WEBHOOK_URL) is not an http:// or https:// URL with a host"
     )
+    try:
+        parts = urllib.parse.urlsplit(url)
+        # .port raises ValueError for a port that is not a number or out of range.
+        if (
+            parts.scheme.lower() not in ("http", "https")
+            or not parts.hostname
+            or parts.port == 0
+            or any(ch.isspace() or not ch.isprintable() for ch in url)
+        ):
+            raise malformed
+        request = urllib.request.Request(
+            url,
+            data=orjson.dumps(payload, default=str),
+            headers={"Content-Type": "application/json", "User-Agent": "atlasmesh-alerts"},
+            method="POST",
+        )
+    except ValueError:
+        raise malformed from None
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             response.read(4096)
@@ -184,6 +203,12 @@ def post_webhook(url: str, payload: dict[str, Any], timeout_s: float) -> None:
         raise OSError(f"webhook unreachable: {exc.reason}") from None
     except TimeoutError:
         raise OSError(f"webhook did not answer within {timeout_s:g} s") from None
+    except (ValueError, http.client.InvalidURL):
+        raise malformed from None
+    except http.client.HTTPException as exc:
+        raise OSError(
+            f"webhook answered something other than HTTP ({type(exc).__name__})"
+        ) from None
 
 
 @dataclass(frozen=True)

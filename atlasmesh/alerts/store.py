@@ -58,6 +58,7 @@ _LOG_LEVEL = {"critical": logging.ERROR, "warning": logging.WARNING, "info": log
 # Notifications the outbox carries; acknowledgements are not sent (the person who acked knows).
 NOTIFIED_EVENTS = ("triggered", "resolved")
 MIN_PREFIX = 6
+MAX_ACTOR = 200
 
 _RAISED_COLUMNS: dict[str, str] = {
     "alert_id": "UUID",
@@ -547,6 +548,12 @@ def _transition(
     """Append a lifecycle event to each alert, audit it, queue its notification, log it."""
     if not actor or not actor.strip():
         raise AlertError(f"{event} needs a who (--by)")
+    # The audit log and `alerts show` print who on one line: no control characters, and a
+    # name, not a document.
+    if len(actor) > MAX_ACTOR or any(not ch.isprintable() for ch in actor):
+        raise AlertError(
+            f"{event} needs a who (--by) of at most {MAX_ACTOR} printable characters on one line"
+        )
     if not alerts:
         return []
     ids = [a.alert_id for a in alerts]

@@ -87,7 +87,7 @@ def mask_url(url: str) -> str:
     """The URL with any password replaced by ***, safe for logs and status output."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "<unparseable URL>"
     if "password" in parsed.query:
         parsed = parsed.update_query_dict({"password": "***"})
@@ -97,7 +97,7 @@ def mask_url(url: str) -> str:
 def _normalise_url(url: str) -> URL:
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:
         # The value is not echoed: a malformed DSN may still hold a password.
         raise FleetCoreError(
             "the fleet-core DSN is not a URL; set ATLASMESH_FLEET_CORE_DSN to "
@@ -112,6 +112,12 @@ def _normalise_url(url: str) -> URL:
             )
         return parsed.set(drivername="postgresql+psycopg")
     if backend == "sqlite":
+        if (parsed.database or "") in ("", ":memory:"):
+            # Every connection would get its own empty database: a migration would vanish.
+            raise FleetCoreError(
+                f"fleet-core DSN {mask_url(url)} is an in-memory SQLite database, which "
+                "keeps nothing; give a file: sqlite:///path/to/file.db"
+            )
         return parsed
     raise FleetCoreError(
         f"fleet-core DSN {mask_url(url)} uses {backend!r}; supported are sqlite:///… "

@@ -10,8 +10,11 @@ import typer
 
 def _default_start(days: float) -> datetime:
     """Start so the simulated period ends at the current hour (UTC)."""
+    from atlasmesh.simulator.config import MAX_DAYS
+
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    return end - timedelta(days=days)
+    # Days out of range (NaN, inf, 1e12) would break timedelta; SimConfig names the mistake.
+    return end - timedelta(days=days) if 0 < days <= MAX_DAYS else end
 
 
 def simulate(

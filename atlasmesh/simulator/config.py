@@ -21,6 +21,13 @@ LINE_FAULTS: tuple[FaultClass, ...] = tuple(
 MAX_VEHICLES = 100_000
 MAX_DAYS = 366
 MAX_HISTORY_DAYS = 3 * 366
+# orjson (the run id digest) and the NumPy seed streams take 64-bit integers.
+MAX_SEED = 2**63 - 1
+# The period must stay clear of the Unix epoch and of the warehouse's DateTime end (2106),
+# with room for the faults: a GPS week rollover goes 19.6 years back, a future timestamp
+# up to 400 days ahead. Certificates the simulator issues cannot predate 1950 either.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class SimConfigError(ValueError):
@@ -47,7 +54,10 @@ def _as_start(value: datetime | date | str) -> datetime:
                 f"start {value.isoformat()} has no time zone; give it in UTC, "
                 "e.g. 2026-11-01T00:00:00Z"
             )
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise SimConfigError(f"start {value.isoformat()} is out of range") from None
     if isinstance(value, date):
         return datetime.combine(value, time(0), tzinfo=UTC)
     raise SimConfigError(f"start must be a date or datetime, got {type(value).__name__}")
@@ -96,8 +106,12 @@ class SimConfig:
         )
         if self.firmware_update is not None:
             object.__setattr__(self, "firmware_update", _as_start(self.firmware_update))
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise SimConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if (
+            not isinstance(self.seed, int)
+            or isinstance(self.seed, bool)
+            or not 0 <= self.seed <= MAX_SEED
+        ):
+            raise SimConfigError(f"seed must be an integer 0..{MAX_SEED}, got {self.seed!r}")
         if not 1 <= self.vehicles <= MAX_VEHICLES:
             raise SimConfigError(f"vehicles must be 1..{MAX_VEHICLES}, got {self.vehicles}")
         if not (0 < self.days <= MAX_DAYS) or not math.isfinite(self.days):
@@ -111,11 +125,24 @@ class SimConfig:
                 f"interval_s {self.interval_s} is finer than a millisecond; "
                 "recorded_at has millisecond resolution"
             )
+        # Checked before anything adds the period to a date, which would overflow near year 9999.
+        for name in ("start", "origin"):
+            value = getattr(self, name)
+            if not EARLIEST <= value < LATEST:
+                raise SimConfigError(
+                    f"{name} {value.date().isoformat()} is outside the simulated era "
+                    f"{EARLIEST:%Y-%m-%d} .. {LATEST:%Y-%m-%d}"
+                )
         offset_ms = round((self.start - self.origin).total_seconds() * 1000)
         if offset_ms < 0 or offset_ms % self.interval_ms:
             raise SimConfigError(
                 f"origin {self.origin.isoformat()} must be at or before start "
                 f"{self.start.isoformat()} by a whole number of {self.interval_s:g} s intervals"
+            )
+        if self.end > LATEST:
+            raise SimConfigError(
+                f"the period ends after {LATEST:%Y-%m-%d}, the end of the simulated era; "
+                "start earlier or simulate fewer days"
             )
         if (self.end - self.origin).days > MAX_HISTORY_DAYS:
             raise SimConfigError(

@@ -56,10 +56,19 @@ def status() -> None:
     typer.echo(url)
 
 
+def _wait_seconds(value: float) -> float:
+    # A negative or NaN wait would skip the graceful stop and SIGKILL the service at once.
+    if not value >= 0:
+        raise typer.BadParameter(f"must be 0 or more seconds, got {value}")
+    return value
+
+
 @app.command()
 def stop(
     timeout: float = typer.Option(
-        30.0, help="Seconds to wait for running queries before killing it."
+        30.0,
+        callback=_wait_seconds,
+        help="Seconds to wait for running queries before killing it (0: kill at once).",
     ),
 ) -> None:
     """Stop this home's warehouse service gracefully."""

@@ -718,3 +718,41 @@ def test_cli_lists_acks_and_resolves_with_who(ops, warehouse_service, monkeypatc
 
     unknown = runner.invoke(alerts_app, ["--database", db, "resolve", "ffffffff", "--by", "x"])
     assert unknown.exit_code == 1 and "no alert" in unknown.output
+
+
+def test_cli_refuses_a_bad_who_and_leaves_the_alert_as_it_was(ops, warehouse_service, monkeypatch):
+    client, db = ops
+    monkeypatch.setenv("ATLASMESH_HOME", str(warehouse_service.home))
+    monkeypatch.setenv("ATLASMESH_WAREHOUSE_PORT", str(warehouse_service.port))
+    monkeypatch.setenv("ATLASMESH_CLICKHOUSE_URL", "")
+    monkeypatch.setenv("LOGNAME", "dave")
+    alert = alerts.raise_alert(client, _spec(), now=T0, database=db)
+    runner = CliRunner()
+    for by in ("", "   ", "carol\nmallory", "\x1b[31mred", "x" * 201):
+        for command in ("ack", "resolve"):
+            result = runner.invoke(
+                alerts_app, ["--database", db, command, alert.alert_id, "--by", by]
+            )
+            assert result.exit_code == 1, (by, result.output)
+            assert "needs a who (--by)" in result.output
+    assert alerts.get_alert(client, alert.alert_id, database=db).status == "triggered"
+    assert [
+        e.action for e in alerts.read_audit(client, resource_id=alert.alert_id, database=db)
+    ] == ["alert.triggered"]
+    fine = runner.invoke(alerts_app, ["--database", db, "ack", alert.alert_id, "--by", "Zoë ✓"])
+    assert fine.exit_code == 0 and "by Zoë ✓" in fine.output, fine.output
+
+
+@pytest.mark.parametrize("database", ["", "a`b", "ops; DROP", "1ops", "ops.alerts"])
+def test_cli_refuses_a_database_that_is_not_a_name(warehouse_service, monkeypatch, database):
+    monkeypatch.setenv("ATLASMESH_HOME", str(warehouse_service.home))
+    monkeypatch.setenv("ATLASMESH_WAREHOUSE_PORT", str(warehouse_service.port))
+    monkeypatch.setenv("ATLASMESH_CLICKHOUSE_URL", "")
+    result = CliRunner().invoke(alerts_app, ["--database", database, "list"])
+    assert result.exit_code == 2 and "is not a database name" in result.output, result.output
+    client = warehouse_service.client()
+    try:
+        names = {r[0] for r in client.query("SHOW DATABASES").result_rows}
+    finally:
+        client.close()
+    assert database not in names

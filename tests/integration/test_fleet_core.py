@@ -447,6 +447,24 @@ def test_unusable_dsns_get_clear_errors(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        ("postgresql://u:hunter2@127.0.0.1:notaport/fleet", "is not a URL"),
+        ("sqlite://", "in-memory SQLite"),
+        ("sqlite:///:memory:", "in-memory SQLite"),
+    ],
+)
+@pytest.mark.parametrize("command", ["status", "migrate"])
+def test_malformed_and_memory_dsns_are_one_line_errors(
+    tmp_path: Path, dsn: str, message: str, command: str
+) -> None:
+    env = {"ATLASMESH_FLEET_CORE_DSN": dsn, "ATLASMESH_HOME": str(tmp_path)}
+    result = CliRunner().invoke(app, [command], env=env)
+    assert result.exit_code == 1 and not isinstance(result.exception, ValueError), result.output
+    assert message in result.output and "hunter2" not in result.output
+
+
 def test_mask_url_hides_passwords() -> None:
     assert db.mask_url("postgresql://u:hunter2@db:5432/f") == "postgresql://u:***@db:5432/f"
     assert "hunter2" not in db.mask_url("postgresql://u@db/f?password=hunter2")

@@ -142,3 +142,24 @@ def test_alert_settings_keep_the_webhook_secret(monkeypatch):
     assert s.alert_webhook_url.get_secret_value().endswith("xyzzy")
     assert "xyzzy" not in repr(s) + str(s.model_dump())
     assert Settings.model_fields["alert_webhook_url"].default.get_secret_value() == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url tok3n",
+        "http://[::1/tok3n",
+        "file:///etc/hostname?tok3n",
+        "ftp://hooks.example/tok3n",
+        "http://127.0.0.1:abc/tok3n",
+        "http://127.0.0.1:99999/tok3n",
+        "http://127.0.0.1:9/a tok3n",
+        "https:///tok3n",
+    ],
+)
+def test_a_malformed_webhook_url_fails_delivery_without_echoing_it(url):
+    from atlasmesh.alerts.delivery import post_webhook
+
+    with pytest.raises(OSError, match="not an http:// or https:// URL") as info:
+        post_webhook(url, {"text": "x"}, timeout_s=1)
+    assert "tok3n" not in str(info.value)

@@ -76,3 +76,22 @@ def test_a_bad_setting_stops_the_cli_with_one_line_per_variable(tmp_path):
     assert lines[0].startswith("error: ATLASMESH_WAREHOUSE_PORT: ")
     assert lines[1].startswith("error: ATLASMESH_WAREHOUSE_QUERY_TIMEOUT_S: ")
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr + result.stdout
+
+
+def test_a_home_that_is_a_file_is_one_clear_error(tmp_path, monkeypatch):
+    import pytest
+    from pydantic import ValidationError
+
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("")
+    for home in (afile, afile / "below"):
+        monkeypatch.setenv("ATLASMESH_HOME", str(home))
+        with pytest.raises(ValidationError, match="is a file, not a folder"):
+            Settings()
+    monkeypatch.setenv("ATLASMESH_HOME", str(tmp_path / "new" / "deep"))
+    assert Settings().home_dir == tmp_path / "new" / "deep"
+
+
+def test_an_empty_home_is_the_default_not_the_working_directory(monkeypatch):
+    monkeypatch.setenv("ATLASMESH_HOME", "")
+    assert Settings().home == Path(".atlasmesh")

@@ -25,6 +25,12 @@ START = datetime(2026, 10, 1, tzinfo=UTC)
         ({"fault_mix": {FaultClass.TRUNCATED_FILE: 1.0}}, "truncated_file_rate"),
         ({"batch_s": 90}, "whole number of minutes"),
         ({"seed": -1}, "seed must be"),
+        ({"seed": 2**64}, "seed must be"),
+        ({"start": "1900-01-01"}, "outside the simulated era"),
+        ({"start": "9999-12-31T23:59:00Z"}, "outside the simulated era"),
+        ({"start": "0001-01-01T00:00:00+05:00"}, "out of range"),
+        ({"start": "2099-12-31T12:00:00Z"}, "ends after 2100-01-01"),
+        ({"origin": "1990-01-01"}, "origin 1990-01-01 is outside"),
         ({"organizations": 50}, "organizations must be"),
         ({"wear_factor": 0}, "wear_factor"),
     ],
@@ -62,3 +68,13 @@ def test_fault_mix_weights_split_the_rate() -> None:
     assert rates[FaultClass.DUPLICATE] == pytest.approx(0.075)
     assert rates[FaultClass.LATE_ARRIVAL] == pytest.approx(0.025)
     assert rates[FaultClass.MALFORMED_JSON] == 0
+
+
+@pytest.mark.parametrize("days", ["nan", "inf", "-inf", "1e12"])
+def test_cli_refuses_days_it_cannot_count(days: str) -> None:
+    from typer.testing import CliRunner
+
+    from atlasmesh.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", "--vehicles", "1", "--days", days])
+    assert result.exit_code == 2 and "days must be in" in result.output, result.output
