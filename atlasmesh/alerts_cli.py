@@ -201,9 +201,10 @@ def deliver(ctx: typer.Context) -> None:
     settings = Settings()
     with _errors(), _client(settings) as client:
         report = deliver_pending(client, settings, database=ctx.obj["database"])
+    skipped = f"skipped {report.skipped} (no webhook configured)" if report.skipped else ""
     typer.echo(
-        f"delivered {report.delivered}, failed {report.failed}, skipped {report.skipped} "
-        f"(no webhook configured), waiting {report.waiting}"
+        f"delivered {report.delivered}, failed {report.failed}, "
+        f"{skipped + ', ' if skipped else ''}waiting {report.waiting}"
     )
     if report.failed:
         raise typer.Exit(1)
