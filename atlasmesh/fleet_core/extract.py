@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import re
 import time
@@ -263,6 +264,14 @@ _META_CH_TYPES = {
     "_extracted_at": "DateTime64(6, 'UTC')",
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The store's SQLite timestamp layout (db.timestamp_text) as a GLOB pattern, and the same
+# layout computed by SQLite from any other ISO text it can read (milliseconds only).
+_SQLITE_LAYOUT = (
+    "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]."
+    + "[0-9]" * 6
+    + "+00:00"
+)
+_SQLITE_UTC = "strftime('%Y-%m-%d %H:%M:%f000+00:00', updated_at)"
 
 
 class ExtractError(FleetCoreError):
@@ -620,10 +629,14 @@ def _converters(info: TableSpec, dialect: str) -> list[Callable[[list[Any]], pa.
         return pa.array([None if v is None else _canonical_json(v) for v in values], pa.string())
 
     def timestamp(values: list[Any]) -> pa.Array:
-        # SQLite holds ISO text with an explicit offset: Arrow parses it in C.
-        if sqlite:
-            return pc.cast(pa.array(values, pa.string()), stamp)
-        return pa.array(values, stamp)
+        if not sqlite:
+            return pa.array(values, stamp)
+        text = pa.array(values, pa.string())
+        try:
+            # The store's layout (ISO text with an explicit offset): Arrow parses it in C.
+            return pc.cast(text, stamp)
+        except pa.ArrowInvalid:
+            return pa.array([_sqlite_timestamp(v) for v in values], stamp)
 
     def boolean(values: list[Any]) -> pa.Array:
         if sqlite:
@@ -645,8 +658,61 @@ def _converters(info: TableSpec, dialect: str) -> list[Callable[[list[Any]], pa.
     return [by_kind[c.kind] for c in info.columns]
 
 
+def _sqlite_timestamp(value: str | None) -> datetime | None:
+    """An ISO timestamp written to SQLite by another writer; text without an offset is UTC.
+
+    SQLite's own CURRENT_TIMESTAMP writes UTC without an offset, as does any writer that
+    follows SQLite's date functions.
+    """
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
 def _canonical_json(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        # orjson stops at 64-bit integers; a PostgreSQL jsonb number may be larger.
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _convert(
+    info: TableSpec,
+    column: Column,
+    convert: Callable[[list[Any]], pa.Array],
+    values: list[Any],
+    keys: Sequence[Any],
+) -> pa.Array:
+    """One column of a chunk as Arrow, or an ExtractError naming the row and value it cannot read."""
+    import pyarrow as pa
+
+    unreadable = (ValueError, TypeError, pa.ArrowException)
+    try:
+        return convert(values)
+    except unreadable as exc:
+        problem, culprit = exc, None
+        for key, value in zip(keys, values, strict=True):
+            try:
+                convert([value])
+            except unreadable as one:
+                problem, culprit = one, (key, value)
+                break
+    where = f"{info.name}.{column.name}"
+    if culprit is not None:
+        shown = repr(culprit[1])
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        where += f" of {info.key} {culprit[0]}: value {shown}"
+    hint = {
+        "timestamptz": "an ISO timestamp such as 2026-11-28 10:00:00.000000+00:00",
+        "json": "a JSON document",
+        "uuid": "a UUID",
+    }.get(column.kind, f"a {column.kind}")
+    raise ExtractError(
+        f"fleet-core {where} is not {hint} ({problem}); fix the value in the source "
+        "database and extract again"
+    ) from problem
 
 
 def _arrow_schema(info: TableSpec) -> pa.Schema:
@@ -678,7 +744,12 @@ def _row_hash(row: tuple[Any, ...]) -> int:
     "already extracted?" check needs; moving the source to another backend rewrites each
     row once.
     """
-    digest = hashlib.blake2b(orjson.dumps(row, default=str), digest_size=8).digest()
+    try:
+        data = orjson.dumps(row, default=str)
+    except orjson.JSONEncodeError:
+        # An integer beyond 64 bits (inside a PostgreSQL jsonb document): repr is stable too.
+        data = repr(row).encode()
+    digest = hashlib.blake2b(data, digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 
@@ -696,16 +767,31 @@ def _read_chunks(
     ref = f'"{info.name}"' if sqlite else f'{db.PG_SCHEMA}."{info.name}"'
     names = ", ".join(f'"{c}"' for c in info.column_names)
     mark = "?" if sqlite else "%s"
-    # SQLite keeps timestamps as text in one fixed layout, so they compare as strings.
-    bound: Callable[[datetime], Any] = db.timestamp_text if sqlite else (lambda v: v)
-    params = [bound(read_until)]
-    where = f"updated_at <= {mark}"
-    if read_from is not None:
-        # >= rather than >: a row committed later with exactly the watermark's timestamp is
-        # caught even with overlap=0; rows already extracted are skipped by content.
-        where += f" AND updated_at >= {mark}"
-        params.append(bound(read_from))
-    query = f'SELECT {names} FROM {ref} WHERE {where} ORDER BY updated_at, "{info.key}"'
+    if sqlite:
+        # SQLite keeps timestamps as text. The store writes one layout that compares as a
+        # string, but another writer may leave out the offset, use 'T' or another offset:
+        # those compare on their UTC text, after an index range widened by a day (more
+        # than any offset) so the index still narrows the read.
+        stamp = (
+            f"CASE WHEN updated_at GLOB '{_SQLITE_LAYOUT}' THEN updated_at ELSE {_SQLITE_UTC} END"
+        )
+        params: list[Any] = [db.timestamp_text(read_until + timedelta(days=1))]
+        params.append(db.timestamp_text(read_until))
+        where = f"updated_at <= {mark} AND {stamp} <= {mark}"
+        if read_from is not None:
+            # >= rather than >: a row committed later with exactly the watermark's timestamp
+            # is caught even with overlap=0; rows already extracted are skipped by content.
+            where += f" AND updated_at >= {mark} AND {stamp} >= {mark}"
+            params.append(db.timestamp_text(read_from - timedelta(days=1)))
+            params.append(db.timestamp_text(read_from))
+    else:
+        stamp = "updated_at"
+        params = [read_until]
+        where = f"updated_at <= {mark}"
+        if read_from is not None:
+            where += f" AND updated_at >= {mark}"
+            params.append(read_from)
+    query = f'SELECT {names} FROM {ref} WHERE {where} ORDER BY {stamp}, "{info.key}"'
     # The driver's own cursor: plain tuples, no per-row SQLAlchemy objects. On PostgreSQL a
     # named (server-side) cursor, so memory holds one chunk, not the table.
     driver = connection.connection.driver_connection
@@ -825,15 +911,27 @@ def _extract(
     newest = before
     for rows in _read_chunks(run.connection, info, read_from, run.now, run.chunk_rows):
         read += len(rows)
-        stamps = converters[updated_at]([row[updated_at] for row in rows])
+        keys = [row[0] for row in rows]
+        stamps = _convert(
+            info,
+            info.columns[updated_at],
+            converters[updated_at],
+            [row[updated_at] for row in rows],
+            keys,
+        )
         keep, hashes = _new_rows(run.client, info, run.database, rows, before, stamps)
         if not keep:
             continue
         kept = rows if len(keep) == len(rows) else [rows[i] for i in keep]
         columns = zip(*kept, strict=True)
-        arrays = [convert(list(v)) for convert, v in zip(converters, columns, strict=True)]
+        kept_keys = [row[0] for row in kept]
+        arrays = [
+            _convert(info, column, convert, list(values), kept_keys)
+            for column, convert, values in zip(info.columns, converters, columns, strict=True)
+        ]
         arrow = _to_arrow(schema, info, arrays, hashes, run.now)
-        last = _from_micros(int(arrow.column("_version")[-1].as_py()))
+        arrow = _outrank_held_versions(run.client, info, run.database, arrow, before)
+        last = arrow.column("updated_at")[-1].as_py()
         newest = last if newest is None or last > newest else newest
         path, nbytes = _write_lake(run.lake, info.name, arrow, run.now)
         with _warehouse_errors(run.client, f"insert into {run.database}.{info.name}"):
@@ -948,6 +1046,41 @@ def _to_arrow(
         pa.array([now] * len(hashes), pa.timestamp("us", tz="UTC")),
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _outrank_held_versions(
+    client: Client, info: TableSpec, database: str, arrow: pa.Table, watermark: datetime | None
+) -> pa.Table:
+    """The batch with each version raised above the one the warehouse holds for its key.
+
+    A source row whose updated_at moved backwards (a writer's clock behind another's) is
+    still the row's newest state; with `_version` from updated_at alone, ReplacingMergeTree
+    and lake readers would keep the older copy. Only rows at or below the watermark can be
+    outranked, so a run of new rows costs no lookup.
+    """
+    import pyarrow as pa
+
+    versions = arrow.column("_version").to_pylist()
+    keys = [str(k).lower() for k in arrow.column(0).to_pylist()]
+    limit = None if watermark is None else _micros(watermark)
+    suspects = sorted(
+        {k for k, v in zip(keys, versions, strict=True) if limit is not None and v <= limit}
+    )
+    if not suspects:
+        return arrow
+    with _warehouse_errors(client, f"look up held versions of {database}.{info.name}"):
+        held = dict(
+            client.query(
+                f"SELECT toString(`{info.key}`), max(_version) FROM `{database}`.`{info.name}` "
+                f"WHERE `{info.key}` IN {{keys:Array(UUID)}} GROUP BY `{info.key}`",
+                parameters={"keys": suspects},
+            ).result_rows
+        )
+    raised = [max(v, int(held.get(k, -1)) + 1) for k, v in zip(keys, versions, strict=True)]
+    if raised == versions:
+        return arrow
+    index = arrow.schema.get_field_index("_version")
+    return arrow.set_column(index, arrow.schema.field(index), pa.array(raised, pa.uint64()))
 
 
 def _write_lake(lake: Lake, table: str, arrow: pa.Table, now: datetime) -> tuple[str, int]:

@@ -11,8 +11,8 @@
     features need neighbouring rows read that much context around the days they write, and
     then keep only the days themselves with a second call without margins. -#}
 {% macro incremental_window(column, lookback=none, lookahead=none, existing_column=none) -%}
-    {%- set start = var('window_start', '') -%}
-    {%- set end = var('window_end', '') -%}
+    {%- set start = timestamp_var('window_start') -%}
+    {%- set end = timestamp_var('window_end') -%}
     {%- set before = ' - interval ' ~ lookback if lookback else '' -%}
     {%- set after = ' + interval ' ~ lookahead if lookahead else '' -%}
     {%- if start and end -%}
