@@ -240,6 +240,15 @@ class Lake:
             infos = self.fs.glob(self.path(pattern), detail=True)
         return self._entries(infos.values())
 
+    def find(self, rel: str) -> list[LakeEntry]:
+        """Every file under folder `rel`, at any depth, sorted; names are literal, not patterns.
+
+        Unlike `glob`, a folder named `date=*` or `schema=v[1]` means itself here.
+        """
+        with self._errors("list", rel):
+            infos = self.fs.find(self.path(rel), detail=True)
+        return self._entries(infos.values())
+
     def _entries(self, infos: Iterable[dict[str, Any]]) -> list[LakeEntry]:
         # `folder/` keys are folder markers (S3 consoles, filesystem-backed gateways), not files.
         infos = (i for i in infos if not i["name"].endswith("/"))

@@ -6,6 +6,9 @@ from assets.ingest import HOUR_KEY_FORMAT, STAGED
 from orchestration.jobs import publish_telemetry_job, stage_telemetry_job
 from orchestration.resources import LakeResource
 
+# A tick's warnings stay readable when a whole tree lands in the wrong place.
+MAX_MISPLACED_LOGGED = 20
+
 
 @dg.sensor(
     job=stage_telemetry_job,
@@ -14,9 +17,17 @@ from orchestration.resources import LakeResource
 )
 def new_landing_files(context: dg.SensorEvaluationContext, lake: LakeResource):
     """Request the arrival hours that received new or changed landing files (late ones too)."""
-    from atlasmesh.telemetry.pipeline import list_arrival_hours
+    from atlasmesh.telemetry.pipeline import list_arrival_hours, printable_path
 
     changes = list_arrival_hours(lake.lake(), context.cursor)
+    # No stage reads these files: say so once (the cursor moves past them), never drop them quietly.
+    for entry, why in changes.misplaced[:MAX_MISPLACED_LOGGED]:
+        context.log.warning(f"landing file {printable_path(entry.path)} is not ingested: {why}")
+    if len(changes.misplaced) > MAX_MISPLACED_LOGGED:
+        context.log.warning(
+            f"{len(changes.misplaced) - MAX_MISPLACED_LOGGED} more misplaced landing files are "
+            "not ingested (list them with atlasmesh.telemetry.pipeline.list_arrival_hours)"
+        )
     requests = [
         dg.RunRequest(
             partition_key=hour.strftime(HOUR_KEY_FORMAT),

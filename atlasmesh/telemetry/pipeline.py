@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -118,7 +118,10 @@ def hour_of_path(path: str) -> datetime | None:
     m = _HOUR_PATH.search(path)
     if not m:
         return None
-    return datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}:00:00+00:00")
+    try:
+        return datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}:00:00+00:00")
+    except ValueError:  # date=2026-02-30, hour=24: no hour at all, never a crash
+        return None
 
 
 def staged_path(event_hour: datetime, arrival_hour: datetime) -> str:
@@ -251,6 +254,8 @@ class StageResult:
     dlq_bytes: int
     truncated_files: list[str] = field(default_factory=list)
     empty_files: list[str] = field(default_factory=list)
+    # Listed but gone (or a dangling link) when read: nothing received, re-stage once back.
+    unreadable_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     staged_at: datetime | None = None
     elapsed_s: float = 0.0
@@ -284,7 +289,7 @@ class StageResult:
         figures = self.to_manifest()
         for name in ("notes", "staged_at"):
             del figures[name]
-        for name in ("files", "truncated_files", "empty_files"):
+        for name in ("files", "truncated_files", "empty_files", "unreadable_files"):
             figures[name] = len(figures[name])
         figures["event_hours"] = list(figures["event_hours"])
         figures["landing_bytes"] = self.landing_bytes
@@ -307,6 +312,7 @@ class StageResult:
             "dlq_bytes": self.dlq_bytes,
             "truncated_files": self.truncated_files,
             "empty_files": self.empty_files,
+            "unreadable_files": self.unreadable_files,
             "notes": self.notes,
             "staged_at": _iso(self.staged_at) if self.staged_at else None,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -329,6 +335,7 @@ class StageResult:
             dlq_bytes=int(data["dlq_bytes"]),
             truncated_files=list(data.get("truncated_files", [])),
             empty_files=list(data.get("empty_files", [])),
+            unreadable_files=list(data.get("unreadable_files", [])),
             notes=list(data.get("notes", [])),
             staged_at=_parse_iso(data["staged_at"]) if data.get("staged_at") else None,
             elapsed_s=float(data.get("elapsed_s", 0.0)),
@@ -414,20 +421,36 @@ def landing_files(lake: Lake, arrival_hour: datetime) -> list[LakeEntry]:
     return _landing_listing(lake, arrival_hour)[0]
 
 
-def _landing_listing(lake: Lake, arrival_hour: datetime) -> tuple[list[LakeEntry], list[str]]:
-    """An arrival hour's uploads, sorted by path, and the hidden files left beside them."""
+def _landing_listing(lake: Lake, arrival_hour: datetime) -> tuple[list[LakeEntry], list[LakeEntry]]:
+    """An arrival hour's uploads, and what else its folders hold (hidden files, folders), by path."""
     hour = _on_the_hour(arrival_hour, "arrival_hour")
     found: list[LakeEntry] = []
-    hidden: list[str] = []
+    hidden: list[LakeEntry] = []
     for folder in lake.ls(LANDING_PREFIX):
         if not folder.is_dir or not folder.path.rsplit("/", 1)[-1].startswith("schema="):
             continue
         for entry in lake.ls(partition_path(folder.path, hour)):
-            if _is_upload(entry):
+            if _is_upload(entry) and _utf8_name(entry.path):
                 found.append(entry)
-            elif not entry.is_dir:
-                hidden.append(entry.path)
-    return sorted(found, key=lambda e: e.path), sorted(hidden)
+            else:
+                hidden.append(entry)
+    return sorted(found, key=lambda e: e.path), sorted(hidden, key=lambda e: e.path)
+
+
+def _not_read(entry: LakeEntry) -> str:
+    """The manifest note for an entry of an hour folder that staging does not read."""
+    path = entry.path
+    if not _utf8_name(path):
+        return f"{printable_path(path)}: not read: {_NOT_UTF8}"
+    if path.rsplit("/", 1)[-1].startswith((".", "_")):
+        return (
+            f"{path}: not read (a name starting with '.' or '_' marks another tool's temporary "
+            "or marker file, not a gateway upload); rename it to ingest it"
+        )
+    return (
+        f"{path}: a folder, not read (uploads are files directly in the hour folder); "
+        "move its files up to ingest them"
+    )
 
 
 def _is_upload(entry: LakeEntry) -> bool:
@@ -435,41 +458,77 @@ def _is_upload(entry: LakeEntry) -> bool:
     return not entry.is_dir and not entry.path.rsplit("/", 1)[-1].startswith((".", "_"))
 
 
-def _landing_file(lake: Lake, entry: LakeEntry, hour: datetime, notes: list[str]) -> LandingFile:
+def _landing_file(
+    lake: Lake, entry: LakeEntry, hour: datetime, notes: list[str], unreadable: dict[str, str]
+) -> LandingFile:
     try:
         arrival = arrival_time_from_path(entry.path)
     except ValueError:
-        # A file the gateways did not name still gets validated (it must not disappear);
-        # the last minute of its folder's hour is the best arrival time it has.
-        arrival = hour + timedelta(minutes=59)
-        notes.append(
-            f"{entry.path}: name has no -<YYYYMMDDTHHMM> arrival minute; validated as "
-            f"arriving at {_iso(arrival)}"
-        )
-    else:
-        if not hour <= arrival < hour + timedelta(hours=1):
+        arrival = _loose_arrival(entry.path)
+        if arrival is not None:
             notes.append(
-                f"{entry.path}: arrival minute {_iso(arrival)} in its name is outside its "
-                f"arrival-hour folder {_iso(hour)}; its dead letters stay with the folder's hour"
+                f"{entry.path}: name does not end in .jsonl.gz; validated as arriving at "
+                f"{_iso(arrival)} (the minute in its name), its bytes read as gzip or plain "
+                "JSON lines"
             )
+        else:
+            # A file the gateways did not name still gets validated (it must not disappear);
+            # the last minute of its folder's hour is the best arrival time it has.
+            arrival = hour + timedelta(minutes=59)
+            notes.append(
+                f"{entry.path}: name has no -<YYYYMMDDTHHMM> arrival minute; validated as "
+                f"arriving at {_iso(arrival)}"
+            )
+    if not hour <= arrival < hour + timedelta(hours=1):
+        notes.append(
+            f"{entry.path}: arrival minute {_iso(arrival)} in its name is outside its "
+            f"arrival-hour folder {_iso(hour)}; its dead letters stay with the folder's hour"
+        )
     return LandingFile(
-        entry.path, arrival, _reader(lake, entry.path), schema_folder_from_path(entry.path)
+        entry.path,
+        arrival,
+        _reader(lake, entry.path, unreadable),
+        schema_folder_from_path(entry.path),
     )
 
 
-def _reader(lake: Lake, rel: str) -> Callable[[], bytes]:
-    """A function reading one landing file's bytes."""
-    # On disk without fsspec: its ~0.4 ms per call is a tenth of a gateway-minute file's work.
-    if lake.is_s3:
-        return partial(lake.read_bytes, rel)
+# The gateways' minute before any other extension (`.json.gz`, `.JSONL.GZ`, `.gz`, none).
+_LOOSE_NAME = re.compile(r"-(\d{8}T\d{4})(?:\.[A-Za-z0-9.]*)?$")
+
+
+def _loose_arrival(path: str) -> datetime | None:
+    m = _LOOSE_NAME.search(path.rsplit("/", 1)[-1])
+    if not m:
+        return None
+    try:
+        return datetime.strptime(m.group(1), "%Y%m%dT%H%M").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _reader(lake: Lake, rel: str, unreadable: dict[str, str]) -> Callable[[], bytes]:
+    """A function reading one landing file's bytes; a file gone since the listing reads as none."""
     path = lake.path(rel)
 
     def read() -> bytes:
         try:
-            with open(path, "rb") as f:
-                return f.read()
-        except PermissionError:
-            return lake.read_bytes(rel)  # raises the lake's error, which says how to fix it
+            # On disk without fsspec: its ~0.4 ms per call is a tenth of a gateway-minute
+            # file's work.
+            if lake.is_s3:
+                return lake.read_bytes(rel)
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except PermissionError:
+                return lake.read_bytes(rel)  # raises the lake's error, which says how to fix it
+        except FileNotFoundError:
+            # Deleted after the listing, or a link to nothing: no lines to count, and one
+            # missing file must not stop the hour (its rerun reads it if it comes back).
+            unreadable[rel] = (
+                "listed but gone when read (deleted since, or a link to a missing file); "
+                "nothing read from it: re-stage the hour once it is back"
+            )
+            return b""
 
     return read
 
@@ -499,12 +558,9 @@ def stage_arrival_hour(
     previous = read_stage_manifest(lake, hour)
     entries, hidden = _landing_listing(lake, hour)
     # Not validated, so not counted as received, but never silently: the note says why.
-    notes = [
-        f"{path}: not read (a name starting with '.' or '_' marks another tool's temporary "
-        "or marker file, not a gateway upload); rename it to ingest it"
-        for path in hidden
-    ]
-    files = [_landing_file(lake, e, hour, notes) for e in entries]
+    notes = [_not_read(entry) for entry in hidden]
+    unreadable: dict[str, str] = {}
+    files = [_landing_file(lake, e, hour, notes, unreadable) for e in entries]
     # Arrival order: the first delivery of an event wins, and files of one minute and folder
     # are validated together.
     files.sort(key=lambda f: (f.arrival_time, f.schema_folder or "", f.path))
@@ -524,7 +580,7 @@ def stage_arrival_hour(
                 dead_lettered += res.dead_lettered
                 if res.truncated:
                     truncated.append(res.source_file)
-                if res.empty:
+                if res.empty and res.source_file not in unreadable:
                     empty.append(res.source_file)
             # Rows go to the sinks a group at a time: gateway-minute files hold a few dozen
             # events each, and splitting and buffering each one cost more than validating it.
@@ -549,6 +605,8 @@ def stage_arrival_hour(
                 f"arrival hour {_iso(hour)}: validated {accepted} accepted and {dead_lettered} "
                 f"dead-lettered rows but wrote {written} staged and {dlq_rows} DLQ rows"
             )
+    # Read when validation reached them, so a file gone by then is noted here.
+    notes += [f"{path}: {why}" for path, why in unreadable.items()]
     event_hours = {hour_of_path(rel): rows for rel, (rows, _) in staged.items()}
     removed = _remove_stale_staging(lake, hour, set(staged), previous, set(event_hours))
     if not dlq:
@@ -567,6 +625,7 @@ def stage_arrival_hour(
         dlq_bytes=sum(size for _, size in dlq.values()),
         truncated_files=truncated,
         empty_files=empty,
+        unreadable_files=sorted(unreadable),
         notes=notes,
         staged_at=datetime.now(UTC).replace(microsecond=0),
     )
@@ -1120,12 +1179,17 @@ class LandingChanges:
     files: list[LakeEntry]
     arrival_hours: list[datetime]
     cursor: str
+    # New files no arrival hour will read (outside schema=/date=/hour=HH/, or in a folder that
+    # names no real hour), each with what is wrong and how to fix it.
+    misplaced: list[tuple[LakeEntry, str]] = field(default_factory=list)
 
 
 def _file_key(entry: LakeEntry) -> str:
     mtime = entry.mtime.timestamp() if entry.mtime else 0.0
     text = f"{entry.path}\x00{entry.size}\x00{mtime:.6f}"
-    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+    # surrogateescape: a name that is not UTF-8 is still a file to fingerprint, not a crash.
+    data = text.encode("utf-8", "surrogateescape")
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()[:16]
 
 
 def _parse_cursor(cursor: str | None) -> tuple[datetime | None, set[str]]:
@@ -1142,19 +1206,98 @@ def _parse_cursor(cursor: str | None) -> tuple[datetime | None, set[str]]:
         ) from None
 
 
-def _landing_entries(lake: Lake, min_date: date | None) -> list[LakeEntry]:
+def _landing_entries(
+    lake: Lake, min_date: date | None
+) -> tuple[list[LakeEntry], list[tuple[LakeEntry, str]]]:
+    """Uploads in `schema=*/date=/hour=HH/`, and the other files of the landing tree with why."""
     entries: list[LakeEntry] = []
+    misplaced: list[tuple[LakeEntry, str]] = []
+
+    def stray(folder: str, why: str) -> None:
+        # A folder no stage reads: its files are reported, not passed over in silence.
+        for e in lake.find(folder):
+            if _is_upload(e):
+                misplaced.append((e, why))
+
     for folder in lake.ls(LANDING_PREFIX):
-        if not folder.is_dir:
+        name = folder.path.rsplit("/", 1)[-1]
+        if not folder.is_dir or not name.startswith("schema="):
+            where = "a file" if not folder.is_dir else f"folder {name}"
+            why = (
+                f"{where} directly under {LANDING_PREFIX}/: uploads go to schema=vN/date=/hour=HH/"
+            )
+            if folder.is_dir:
+                stray(folder.path, why)
+            elif _is_upload(folder):
+                misplaced.append((folder, why))
             continue
         for day in lake.ls(folder.path):
-            name = day.path.rsplit("/", 1)[-1]
-            if not day.is_dir or not name.startswith("date="):
+            day_name = day.path.rsplit("/", 1)[-1]
+            if not day.is_dir or not _is_day(day_name):
+                why = (
+                    f"folder {day_name!r} under {name} is not date=YYYY-MM-DD of a real day"
+                    if day.is_dir
+                    else f"directly in {name}, outside any date=YYYY-MM-DD/hour=HH folder"
+                )
+                if day.is_dir:
+                    stray(day.path, why)
+                elif _is_upload(day):
+                    misplaced.append((day, why))
                 continue
-            if min_date is not None and name.removeprefix("date=") < min_date.isoformat():
+            if min_date is not None and day_name.removeprefix("date=") < min_date.isoformat():
                 continue
-            entries.extend(e for e in lake.glob(f"{day.path}/hour=*/*") if _is_upload(e))
-    return entries
+            # One recursive listing per day (one paginated LIST on S3), classified here.
+            for e in lake.find(day.path):
+                if not _is_upload(e):
+                    continue
+                inside = e.path[len(day.path) + 1 :].split("/")
+                if not _utf8_name(e.path):
+                    misplaced.append((e, _NOT_UTF8))
+                elif len(inside) == 2 and _HOUR_NAME.match(inside[0]):
+                    entries.append(e)
+                elif len(inside) == 1:
+                    misplaced.append(
+                        (e, f"directly in {day_name}, outside any hour=HH folder (00-23)")
+                    )
+                elif not _HOUR_NAME.match(inside[0]):
+                    misplaced.append(
+                        (e, f"folder {inside[0]!r} is not an hour=HH folder (two digits, 00-23)")
+                    )
+                else:
+                    misplaced.append((e, f"in a sub-folder of {inside[0]}; stages read files only"))
+    return entries, misplaced
+
+
+_HOUR_NAME = re.compile(r"^hour=(?:[01]\d|2[0-3])$")
+_NOT_UTF8 = (
+    "its name is not valid UTF-8, so no manifest, DLQ row or lineage column can name it; "
+    "rename it (UTF-8) to ingest it"
+)
+
+
+def _utf8_name(path: str) -> bool:
+    """False for a path holding bytes that are not UTF-8 (listed as surrogate escapes)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_path(path: str) -> str:
+    """A landing path safe to log or write to JSON: undecodable bytes shown as `\\xNN`."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_day(name: str) -> bool:
+    """True for a `date=YYYY-MM-DD` folder naming a real day."""
+    if not re.fullmatch(r"date=\d{4}-\d{2}-\d{2}", name):
+        return False
+    try:
+        date.fromisoformat(name.removeprefix("date="))
+    except ValueError:
+        return False
+    return True
 
 
 def list_arrival_hours(
@@ -1164,16 +1307,19 @@ def list_arrival_hours(
 
     The cursor is a small JSON string: the newest modification time seen and fingerprints
     of the files inside `DISCOVERY_MARGIN` before it. Pass the returned cursor next time;
-    None lists everything. `min_date` skips older date folders on large lakes.
+    None lists everything. `min_date` skips older date folders on large lakes. New files
+    that no arrival hour reads come back in `misplaced` with what to do, once each.
     """
     after, seen = _parse_cursor(since_cursor)
-    entries = _landing_entries(lake, min_date)
+    entries, misplaced = _landing_entries(lake, min_date)
     floor = None if after is None else after - DISCOVERY_MARGIN
-    new = [
-        e
-        for e in entries
-        if (floor is None or e.mtime is None or e.mtime > floor) and _file_key(e) not in seen
-    ]
+
+    def is_new(e: LakeEntry) -> bool:
+        return (floor is None or e.mtime is None or e.mtime > floor) and _file_key(e) not in seen
+
+    new = [e for e in entries if is_new(e)]
+    # Misplaced files count in the cursor too, so each one is reported once.
+    entries = entries + [e for e, _ in misplaced]
     times = [e.mtime for e in entries if e.mtime is not None]
     newest = max([*times, *([after] if after else [])], default=None)
     recent = []
@@ -1183,7 +1329,12 @@ def list_arrival_hours(
         )
     cursor = orjson.dumps({"after": _iso_precise(newest), "seen": recent}).decode()
     hours = sorted({h for e in new if (h := hour_of_path(e.path)) is not None})
-    return LandingChanges(files=new, arrival_hours=hours, cursor=cursor)
+    return LandingChanges(
+        files=new,
+        arrival_hours=hours,
+        cursor=cursor,
+        misplaced=[(e, why) for e, why in misplaced if is_new(e)],
+    )
 
 
 def _iso_precise(ts: datetime | None) -> str | None:

@@ -497,17 +497,17 @@ def _file_jobs(
 ) -> Iterator[_Job]:
     """Blocks to validate, in file order; small files of one arrival hour form a window."""
     window: list[tuple[LandingFile, _Block | None]] = []
-    window_bytes = 0
+    window_bytes = window_lines = 0
     window_hour: datetime | None = None
 
     def flush() -> Iterator[_Job]:
-        nonlocal window, window_bytes
+        nonlocal window, window_bytes, window_lines
         if len(window) == 1:
             f, block = window[0]
             yield _Job(block, ctx_for(f))
         elif window:
             yield from _window_jobs(window, ctx_for)
-        window, window_bytes = [], 0
+        window, window_bytes, window_lines = [], 0, 0
 
     for f in files:
         try:
@@ -521,13 +521,20 @@ def _file_jobs(
         second = next(blocks, None) if first is not None else None
         if second is None and (first is None or _groupable(first)):
             size = 0 if first is None else len(first.data)
+            lines = 0 if first is None else first.lines
             hour = _utc(f.arrival_time).replace(minute=0, second=0, microsecond=0)
             # A window is bounded like a block (its groups together hold at most
-            # BLOCK_BYTES) and stays in one arrival hour, the unit the pipeline stages.
-            if window and (hour != window_hour or window_bytes + size > policy.BLOCK_BYTES):
+            # BLOCK_BYTES and BLOCK_LINES) and stays in one arrival hour, the unit the
+            # pipeline stages.
+            if window and (
+                hour != window_hour
+                or window_bytes + size > policy.BLOCK_BYTES
+                or window_lines + lines > policy.BLOCK_LINES
+            ):
                 yield from flush()
             window.append((f, first))
             window_bytes += size
+            window_lines += lines
             window_hour = hour
             continue
         yield from flush()
@@ -933,6 +940,7 @@ class _Block:
     first_line: int
     specials: list[_Special]
     truncated: bool = False
+    lines: int = 0  # lines in `data` (a last line without its newline counts)
     # For a block made of several files: their paths, arrival times and where each one's
     # bytes end.
     names: list[str] | None = None
@@ -1037,6 +1045,7 @@ class _Splitter:
         # flush (not at all when a file arrives in one piece).
         self.cur: list[bytes] = []
         self.cur_bytes = 0
+        self.cur_lines = 0
         self.cur_first = 1
         self.specials: list[_Special] = []
         self.pending = bytearray()  # the current, unfinished line
@@ -1044,8 +1053,8 @@ class _Splitter:
 
     def flush(self) -> Iterator[_Block]:
         if self.cur or self.specials:
-            yield _Block(b"".join(self.cur), self.cur_first, self.specials)
-        self.cur, self.cur_bytes, self.specials = [], 0, []
+            yield _Block(b"".join(self.cur), self.cur_first, self.specials, lines=self.cur_lines)
+        self.cur, self.cur_bytes, self.cur_lines, self.specials = [], 0, 0, []
         self.cur_first = self.line_no
 
     def feed(self, piece: bytes) -> Iterator[_Block]:
@@ -1058,14 +1067,23 @@ class _Splitter:
             self._special(FaultClass.OVERSIZED_LINE, "")
             yield from self.flush()
             piece = piece[nl + 1 :]
-        last = piece.rfind(b"\n")
-        if last >= 0:
+        while (last := piece.rfind(b"\n")) >= 0:
+            n = piece.count(b"\n", 0, last + 1)
+            room = policy.BLOCK_LINES - self.cur_lines
+            if n > room:
+                # Tiny lines: the block ends at its BLOCK_LINES-th line, whatever its bytes.
+                last = int(np.flatnonzero(np.frombuffer(piece, np.uint8, last + 1) == 10)[room - 1])
+                n = room
             if self.pending:
                 self._take(bytes(self.pending))
                 self.pending.clear()
-            self.line_no += piece.count(b"\n", 0, last + 1)
+            self.line_no += n
+            self.cur_lines += n
             self._take(piece if last + 1 == len(piece) else piece[: last + 1])
             piece = piece[last + 1 :]
+            if self.cur_lines < policy.BLOCK_LINES:
+                break
+            yield from self.flush()
         self.pending += piece
         if len(self.pending) > policy.DLQ_RAW_MAX_BYTES:
             # Stop buffering a runaway line: keep evidence, count the rest.
@@ -1101,6 +1119,7 @@ class _Splitter:
             self._take(bytes(self.pending))  # a last line without a newline is a normal line
             self.pending.clear()
             self.line_no += 1
+            self.cur_lines += 1
         truncated = problem is not None
         for block in self.flush():
             block.truncated = truncated
@@ -1631,7 +1650,7 @@ def _judge(raw: bytes, ctx: _Context) -> _Verdict | None:
         return _Verdict(FaultClass.MALFORMED_JSON, "empty line")
     try:
         # NaN, Infinity and overflowing numbers read as non-finite floats: found below.
-        obj = json.loads(text, object_pairs_hook=_first_wins)
+        obj = json.loads(text, object_pairs_hook=_first_wins, parse_int=_json_int)
     except (ValueError, RecursionError) as exc:
         return _Verdict(FaultClass.MALFORMED_JSON, f"not valid JSON: {exc}")
     nonfinite = _find_nonfinite(obj, "")
@@ -1681,6 +1700,17 @@ def _judge(raw: bytes, ctx: _Context) -> _Verdict | None:
             FaultClass.NON_FINITE, f"{path} is {value}: numbers must be finite", sv, **ids
         )
     return None
+
+
+def _json_int(token: str) -> int | float:
+    """A JSON integer as the bulk parser reads it: beyond a double's range it is infinite."""
+    # Python ints have no limit (and refuse to parse past 4,300 digits), so a 400-digit
+    # integer was finite here but rejected by orjson: MALFORMED_JSON instead of NON_FINITE.
+    return float(token) if len(token) > _DOUBLE_DIGITS else int(token)
+
+
+# Every integer of up to 308 characters (sign included) is below a double's 1.8e308.
+_DOUBLE_DIGITS = 308
 
 
 def _schema_problem(sv: str, ctx: _Context) -> str | None:
