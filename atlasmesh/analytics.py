@@ -170,10 +170,30 @@ def prepare_warehouse(settings: Settings) -> str:
 def dbt_passthrough(
     settings: Settings, args: Sequence[str], *, schema: str = DEFAULT_SCHEMA
 ) -> int:
-    """`atlasmesh dbt -- <args>`: run dbt with the platform's warehouse; dbt's exit code."""
+    """`atlasmesh dbt -- <args>`: run dbt with the platform's warehouse; dbt's exit code.
+
+    Artifacts go to `$ATLASMESH_HOME/dbt/target` (unless `--target-path` or DBT_TARGET_PATH
+    says otherwise): every Dagster run loads `dbt_project/target/manifest.json`, which a build
+    rewriting it in place would break. `parse` still writes that manifest, under its lock.
+    """
+    args = list(args)
     if args and args[0] not in OFFLINE_COMMANDS:
         prepare_warehouse(settings)
-    return run_dbt(settings, list(args), schema=schema).returncode
+    if args[:1] == ["parse"]:
+        target = MANIFEST_PATH.parent
+        with _exclusive(target / ".parse.lock"):
+            return run_dbt(settings, args, schema=schema, target_path=target).returncode
+    chosen = "--target-path" in args or any(a.startswith("--target-path=") for a in args)
+    if chosen or os.environ.get("DBT_TARGET_PATH"):
+        return run_dbt(settings, args, schema=schema).returncode
+    return run_dbt(
+        settings, args, schema=schema, target_path=passthrough_target(settings)
+    ).returncode
+
+
+def passthrough_target(settings: Settings) -> Path:
+    """Where `atlasmesh dbt --` keeps dbt's artifacts and logs (run_results.json, manifest)."""
+    return settings.home_dir / "dbt" / "target"
 
 
 def docs_site_dir(settings: Settings) -> Path:

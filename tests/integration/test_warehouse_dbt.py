@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -90,13 +91,19 @@ def test_dbt_queries_spill_past_the_configured_memory(warehouse_service, tmp_pat
 def test_a_first_dbt_build_on_an_empty_warehouse_gives_empty_marts(tmp_path):
     # An analyst's `atlasmesh dbt -- build` before anything was loaded: the sources are
     # created empty and every model and test passes on no rows.
-    from atlasmesh.analytics import dbt_passthrough
+    from atlasmesh.analytics import PROJECT_DIR, dbt_passthrough, passthrough_target
     from atlasmesh.warehouse import service
     from tests.fixtures.warehouse import start_service
 
     svc = start_service(tmp_path / "home")
+    started = time.time()
     try:
         assert dbt_passthrough(svc.settings, ["build", "--quiet"]) == 0
+        # Its artifacts stay in the home: the project's target holds the manifest every
+        # Dagster run loads, which a build must not rewrite under it.
+        assert (passthrough_target(svc.settings) / "run_results.json").exists()
+        project_results = PROJECT_DIR / "target" / "run_results.json"
+        assert not project_results.exists() or project_results.stat().st_mtime < started
         client = svc.client()
         assert client.command("SELECT count() FROM analytics.fct_vehicle_days") == 0
         assert client.command("SELECT count() FROM fleet_core.vehicles") == 0
