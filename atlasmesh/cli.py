@@ -100,16 +100,23 @@ _register()
 
 
 def main() -> None:
-    """Run the command line; a bad ATLASMESH_* setting is one line naming it, not a traceback."""
+    """Run the command line; a bad ATLASMESH_* setting or an unreachable service is one line."""
     from pydantic import ValidationError
+
+    from atlasmesh.lake import LakeError
+    from atlasmesh.settings import setting_problems
+    from atlasmesh.warehouse.client import WarehouseConnectionError
 
     try:
         app()
+    except (LakeError, WarehouseConnectionError) as exc:
+        # Their messages name the service, the address and the variables to fix, never a secret.
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
     except ValidationError as exc:
-        if exc.title != "Settings":
+        problems = setting_problems(exc)
+        if problems is None:
             raise
-        for error in exc.errors():
-            field = str(error["loc"][0]) if error["loc"] else ""
-            # The value is left out: a setting may be a password or a URL that holds one.
-            typer.echo(f"error: ATLASMESH_{field.upper()}: {error['msg']}", err=True)
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
         raise SystemExit(2) from None

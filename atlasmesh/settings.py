@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -98,6 +98,32 @@ class Settings(BaseSettings):
                 break
         return value
 
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _clickhouse_url_is_http(cls, value: str) -> str:
+        # Clients take only scheme, host and port from it: anything else would silently reach
+        # another server (no scheme: localhost:8123) or drop credentials. The value is never
+        # echoed, since it may hold a password.
+        from urllib.parse import urlsplit
+
+        if not value.strip():
+            return ""
+        try:
+            url = urlsplit(value.strip())
+            port = url.port
+        except ValueError:
+            raise ValueError("the port is not a number from 1 to 65535") from None
+        if url.scheme not in ("http", "https") or not url.hostname or port == 0:
+            raise ValueError("must be http(s)://host[:port], e.g. https://clickhouse.internal:8443")
+        if url.username is not None or url.password is not None:
+            raise ValueError(
+                "must not hold credentials: set ATLASMESH_CLICKHOUSE_USER and "
+                "ATLASMESH_CLICKHOUSE_PASSWORD instead"
+            )
+        if url.path.strip("/") or url.query or url.fragment:
+            raise ValueError("must be http(s)://host[:port] without a path or query")
+        return value.strip().rstrip("/")
+
     @property
     def home_dir(self) -> Path:
         """Absolute state folder."""
@@ -132,3 +158,16 @@ class Settings(BaseSettings):
     def dagster_home(self) -> Path:
         """DAGSTER_HOME under the state folder."""
         return self.home_dir / "dagster"
+
+
+def setting_problems(exc: ValidationError) -> list[str] | None:
+    """One `ATLASMESH_<NAME>: <why>` line per bad setting, or None for another model's error.
+
+    The value is left out: a setting may be a password or a URL that holds one.
+    """
+    if exc.title != "Settings":
+        return None
+    return [
+        f"ATLASMESH_{str(e['loc'][0]).upper() if e['loc'] else ''}: {e['msg']}"
+        for e in exc.errors()
+    ]

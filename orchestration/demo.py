@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
 
+from atlasmesh.fleet_core.db import mask_url
 from atlasmesh.settings import Settings
 from orchestration.instance import prepare_dagster_home
 
@@ -152,6 +153,42 @@ def _raise_alerts(settings: Settings) -> str:
     )
 
 
+def check_dagster_storage(settings: Settings, timeout_s: int = 10) -> None:
+    """Stop with one clear line when Dagster's PostgreSQL is set but cannot be reached.
+
+    Dagster itself retries for a while and then fails deep inside the first run with a
+    traceback that names neither the database nor the variable.
+    """
+    url = settings.dagster_postgres_url.get_secret_value()
+    if not url:
+        return
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    where = "Dagster's PostgreSQL storage (ATLASMESH_DAGSTER_POSTGRES_URL)"
+    shape = "postgresql://user[:password]@host:port/database"
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        # Not echoed: a malformed URL may still hold a password.
+        raise SystemExit(f"demo: error: {where} cannot be parsed; it must be {shape}") from None
+    if parsed.get_backend_name() != "postgresql":
+        raise SystemExit(f"demo: error: {where} must be {shape}, not {parsed.drivername}://")
+    # The same driver and URL handling as dagster-postgres, so what passes here works there.
+    engine = sa.create_engine(
+        parsed, poolclass=NullPool, connect_args={"connect_timeout": timeout_s}
+    )
+    try:
+        engine.connect().close()
+    except sa.exc.DBAPIError as exc:
+        # libpq's connection errors name host, port, user and database, never the password.
+        text = str(exc.orig).strip()
+        reason = text.splitlines()[0] if text else type(exc.orig).__name__
+        raise SystemExit(f"demo: error: cannot open {where} at {mask_url(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
 def fault_hour(first: date, now: datetime) -> datetime:
     """The arrival hour the demo corrupts: 10:00 of its second day, or the last whole hour
     before now when the simulated span is shorter (never before its first hour)."""
@@ -167,6 +204,7 @@ def main() -> None:
     home.mkdir(parents=True, exist_ok=True)
     dagster_home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home)))
     prepare_dagster_home(settings, dagster_home)
+    check_dagster_storage(settings)
     print(f"AtlasMesh demo: state in {home}")
 
     started = _step("Warehouse (ClickHouse HTTP interface)")
@@ -323,10 +361,8 @@ def main() -> None:
     print(
         f"""
 Summary
-  lake            {settings.lake_root}
+{summary_places(settings, url)}
   telemetry       {int(rows):,} rows from {int(vehicles)} vehicles in atlasmesh_analytics.vehicle_telemetry
-  warehouse       {url}   (query: curl '{url}/?query=SELECT+1' or clickhouse-connect)
-  fleet-core DB   {settings.fleet_core_url}
   marts           database {DEFAULT_SCHEMA} (docs/analytics.md); run dbt by hand: atlasmesh dbt -- build
   dbt docs        make docs   then open http://127.0.0.1:{DOCS_PORT}/dbt/
   Dagster UI      make ui   then open http://127.0.0.1:3000
@@ -335,13 +371,58 @@ Summary
                   alerts: atlasmesh alerts list   (runbook docs/runbooks/quality_gate_failed.md)
                   rows kept aside in atlasmesh_analytics.vehicle_telemetry_quarantine
   quality docs    make docs   then open http://127.0.0.1:{DOCS_PORT}/quality/   (Data Docs)
-  stop            make stop (the warehouse service keeps running for the UI and analysts)
+  stop            {_stop_hint(settings)}
 """
     )
 
 
-if __name__ == "__main__":
+def summary_places(settings: Settings, url: str) -> str:
+    """The summary's lines saying where lake, warehouse and fleet-core are, with no secret."""
+    return (
+        f"  lake            {settings.lake_root}\n"
+        f"  warehouse       {url}   (query: {_curl_hint(settings, url)} or clickhouse-connect)\n"
+        f"  fleet-core DB   {mask_url(settings.fleet_core_url)}"
+    )
+
+
+def _curl_hint(settings: Settings, url: str) -> str:
+    """A curl line that works against the warehouse, naming the credential variables, not values."""
+    if not settings.clickhouse_password.get_secret_value():
+        return f"curl '{url}/?query=SELECT+1'"
+    return (
+        'curl -u "$ATLASMESH_CLICKHOUSE_USER:$ATLASMESH_CLICKHOUSE_PASSWORD" '
+        f"'{url}/?query=SELECT+1'"
+    )
+
+
+def _stop_hint(settings: Settings) -> str:
+    if settings.embedded_warehouse:
+        return "make stop (the warehouse service keeps running for the UI and analysts)"
+    return "nothing to stop: the warehouse is your ClickHouse server, not started by the demo"
+
+
+def run() -> None:
+    """`python -m orchestration.demo`: the demo, with an unreachable service as one clear line."""
+    from pydantic import ValidationError
+
+    from atlasmesh.lake import LakeError
+    from atlasmesh.settings import setting_problems
+    from atlasmesh.warehouse.client import WarehouseConnectionError
+    from atlasmesh.warehouse.service import WarehouseServiceError
+
     try:
         main()
     except KeyboardInterrupt:
         sys.exit(130)
+    except (LakeError, WarehouseConnectionError, WarehouseServiceError) as exc:
+        # Their messages name the service, the address and the variable to fix, never a secret.
+        sys.exit(f"demo: error: {exc}")
+    except ValidationError as exc:
+        problems = setting_problems(exc)
+        if problems is None:
+            raise
+        sys.exit("demo: error: " + "\n  ".join(problems))
+
+
+if __name__ == "__main__":
+    run()

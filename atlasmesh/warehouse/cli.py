@@ -49,9 +49,17 @@ def status() -> None:
     """Print the warehouse URL if it answers; exit code 1 if it does not."""
     from atlasmesh.warehouse import service
 
-    url = service.status(_settings())
+    settings = _settings()
+    url = service.status(settings)
     if url is None:
-        typer.echo("warehouse service: not running", err=True)
+        if not settings.embedded_warehouse:
+            typer.echo(
+                f"the ClickHouse server at {settings.clickhouse_url} does not answer /ping "
+                "(ATLASMESH_CLICKHOUSE_URL)",
+                err=True,
+            )
+        else:
+            typer.echo("warehouse service: not running", err=True)
         raise typer.Exit(1)
     typer.echo(url)
 
