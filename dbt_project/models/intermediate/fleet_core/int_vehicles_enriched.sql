@@ -50,7 +50,8 @@ select
     nullIf(JSONExtractString(fleets.configuration, 'city'), '') as city,
     JSONExtract(fleets.metadata, 'timezone_offset_h', 'Nullable(Int64)') as timezone_offset_h,
     vehicles.created_at as created_at,
-    vehicles.updated_at as updated_at
+    vehicles.updated_at as updated_at,
+    vehicles.deleted_at as deleted_at
 from vehicles
 inner join fleets on vehicles.fleet_id = fleets.fleet_id
 inner join organizations on fleets.organization_id = organizations.organization_id

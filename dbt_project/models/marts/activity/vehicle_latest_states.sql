@@ -1,4 +1,4 @@
-{#- Every vehicle's last known location and status as of as_of: from its latest point when it
+{#- Every vehicle's (in service at as_of) last known location and status as of as_of: from its latest point when it
     reported in the last 24 hours, else from the end of its latest day with telemetry. A
     vehicle that never reported has NULLs (join_use_nulls), not zeros. -#}
 {{ config(query_settings={'join_use_nulls': 1}) }}
@@ -7,6 +7,8 @@ with vehicles as (
     select
         vehicle_id, organization_id, fleet_id, asset_tag, manufacturer, model, energy_kind
     from {{ ref('dim_vehicles') }}
+    -- Vehicles that exist at as_of: one decommissioned since still answers for then.
+    where deleted_at is null or deleted_at > {{ as_of() }}
 ),
 
 recent as (

@@ -10,6 +10,7 @@ organizations as (
 vehicles as (
     select fleet_id, count() as vehicle_count
     from {{ ref('stg_fleet_core__vehicles') }}
+    where deleted_at is null
     group by fleet_id
 )
 
@@ -26,7 +27,8 @@ select
     JSONExtract(fleets.metadata, 'timezone_offset_h', 'Nullable(Int64)') as timezone_offset_h,
     coalesce(vehicles.vehicle_count, 0) as vehicle_count,
     fleets.created_at as created_at,
-    fleets.updated_at as updated_at
+    fleets.updated_at as updated_at,
+    fleets.deleted_at as deleted_at
 from fleets
 inner join organizations on fleets.organization_id = organizations.organization_id
 left join vehicles on fleets.fleet_id = vehicles.fleet_id

@@ -6,12 +6,14 @@ with organizations as (
 fleets as (
     select organization_id, count() as fleet_count
     from {{ ref('stg_fleet_core__fleets') }}
+    where deleted_at is null
     group by organization_id
 ),
 
 vehicles as (
     select organization_id, count() as vehicle_count
     from {{ ref('int_vehicles_enriched') }}
+    where deleted_at is null
     group by organization_id
 )
 
@@ -32,7 +34,8 @@ select
     coalesce(fleets.fleet_count, 0) as fleet_count,
     coalesce(vehicles.vehicle_count, 0) as vehicle_count,
     organizations.created_at as created_at,
-    organizations.updated_at as updated_at
+    organizations.updated_at as updated_at,
+    organizations.deleted_at as deleted_at
 from organizations
 left join fleets on organizations.organization_id = fleets.organization_id
 left join vehicles on organizations.organization_id = vehicles.organization_id

@@ -26,5 +26,6 @@ select
     JSONExtract(optimization_params, 'avoid_tolls', 'Nullable(Bool)') as avoid_tolls,
     created_by,
     created_at,
-    updated_at
+    updated_at,
+    deleted_at
 from routes

@@ -29,5 +29,6 @@ select
     city,
     timezone_offset_h,
     created_at,
-    updated_at
+    updated_at,
+    deleted_at
 from {{ ref('int_vehicles_enriched') }}

@@ -1,6 +1,7 @@
-{#- Vehicles, one row per current vehicle with its last reported state. -#}
+{#- Vehicles with their last reported state, one row each, soft-deleted ones too
+    (deleted_at set), so the facts that point at them keep their history. -#}
 with source as (
-    select * from {{ source('fleet_core', 'vehicles') }}
+    select * from {{ source('fleet_core', 'vehicles') }} final
 )
 
 select
@@ -19,5 +20,6 @@ select
     sensor_config,
     toDateTime64(created_at, 3, 'UTC') as created_at,
     toDateTime64(updated_at, 3, 'UTC') as updated_at,
+    toDateTime64(deleted_at, 3, 'UTC') as deleted_at,
     toDateTime64(_extracted_at, 3, 'UTC') as _extracted_at
 from source
