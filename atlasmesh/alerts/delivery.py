@@ -11,15 +11,18 @@ so payloads carry `alert_id` and `event` for receivers that deduplicate.
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import http.client
 import logging
+import math
+import socket
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -63,6 +66,11 @@ class Backoff:
     def delay(self, failures: int) -> timedelta:
         """Wait after the given number of consecutive failed attempts (1 = the first)."""
         return timedelta(seconds=min(self.base_s * 2 ** max(failures - 1, 0), self.max_s))
+
+    def after(self, failures: int, retry_after_s: float | None) -> timedelta:
+        """The delay, lengthened to a receiver's Retry-After (429/503) up to the cap."""
+        asked = timedelta(seconds=min(retry_after_s or 0.0, self.max_s))
+        return max(self.delay(failures), asked)
 
 
 @dataclass(frozen=True)
@@ -169,11 +177,42 @@ def slack_payload(alert: Alert, event: str, settings: Settings) -> dict[str, Any
     }
 
 
+class WebhookError(OSError):
+    """A failed webhook POST; `retry_after_s` is how long the receiver asked us to wait, if it did."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header (delay in seconds or an HTTP date) as seconds from now, else None."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 def post_webhook(url: str, payload: dict[str, Any], timeout_s: float) -> None:
-    """POST the JSON body; raise OSError with a message free of the URL (it holds a token)."""
-    # urllib would read a file:// URL as a "delivery" and raise ValueError, whose message
-    # quotes the URL, for a malformed one: both are refused here without echoing it.
-    malformed = OSError(
+    """POST the JSON body within `timeout_s` in all; raise OSError with a message free of the URL.
+
+    Redirects are not followed: urllib would turn a POST answered 301/302 into a GET without
+    the body, so the receiver would "accept" an alert it never saw. `timeout_s` bounds the
+    whole exchange, not each socket read, so a receiver trickling its answer cannot hold
+    the sensor's tick.
+    """
+    # A malformed URL's own error messages quote it (and it holds a token): refused here.
+    malformed = WebhookError(
         "webhook URL (ATLASMESH_ALERT_WEBHOOK_URL) is not an http:// or https:// URL with a host"
     )
     try:
@@ -186,29 +225,72 @@ def post_webhook(url: str, payload: dict[str, Any], timeout_s: float) -> None:
             or any(ch.isspace() or not ch.isprintable() for ch in url)
         ):
             raise malformed
-        request = urllib.request.Request(
-            url,
-            data=orjson.dumps(payload, default=str),
-            headers={"Content-Type": "application/json", "User-Agent": "atlasmesh-alerts"},
-            method="POST",
-        )
+        https = parts.scheme.lower() == "https"
+        connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        connection = connection_class(parts.hostname, parts.port, timeout=timeout_s)
     except ValueError:
         raise malformed from None
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    body = orjson.dumps(payload, default=str)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "atlasmesh-alerts",
+        "Content-Length": str(len(body)),
+    }
+    expired = threading.Event()
+
+    def give_up() -> None:
+        # Shutting the socket down wakes a read blocked on a receiver that trickles bytes.
+        expired.set()
+        sock = connection.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(timeout_s, give_up)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            response.read(4096)
-    except urllib.error.HTTPError as exc:
-        raise OSError(f"webhook answered HTTP {exc.code}") from None
-    except urllib.error.URLError as exc:
-        raise OSError(f"webhook unreachable: {exc.reason}") from None
+        connection.request("POST", target, body=body, headers=headers)
+        response = connection.getresponse()
+        status = response.status
+        retry_after = response.getheader("Retry-After")
+        if expired.is_set():
+            # The cut-off socket read as the end of the headers: not a real answer.
+            raise TimeoutError
     except TimeoutError:
-        raise OSError(f"webhook did not answer within {timeout_s:g} s") from None
+        raise WebhookError(f"webhook did not answer within {timeout_s:g} s") from None
     except (ValueError, http.client.InvalidURL):
         raise malformed from None
+    except http.client.RemoteDisconnected:
+        if expired.is_set():
+            raise WebhookError(f"webhook did not answer within {timeout_s:g} s") from None
+        raise WebhookError("webhook closed the connection without answering") from None
     except http.client.HTTPException as exc:
-        raise OSError(
+        if expired.is_set():
+            raise WebhookError(f"webhook did not answer within {timeout_s:g} s") from None
+        raise WebhookError(
             f"webhook answered something other than HTTP ({type(exc).__name__})"
         ) from None
+    except OSError as exc:
+        if expired.is_set():
+            raise WebhookError(f"webhook did not answer within {timeout_s:g} s") from None
+        # strerror, not str(exc): no OS error names the URL's path, where the token is.
+        raise WebhookError(f"webhook unreachable: {exc.strerror or type(exc).__name__}") from None
+    finally:
+        watchdog.cancel()
+        # The body is not read: the status decides, and a huge or endless body costs nothing.
+        connection.close()
+    if 200 <= status < 300:
+        return
+    if 300 <= status < 400:
+        raise WebhookError(
+            f"webhook answered HTTP {status}, a redirect: set ATLASMESH_ALERT_WEBHOOK_URL to the "
+            "final URL (redirects are not followed: a redirected POST may lose its body)"
+        )
+    raise WebhookError(
+        f"webhook answered HTTP {status}", retry_after_s=retry_after_seconds(retry_after)
+    )
 
 
 @dataclass(frozen=True)
@@ -317,7 +399,7 @@ def deliver_pending(
             post_webhook(url, slack_payload(alert, item.event, settings), timeout_s)
         except OSError as exc:
             failed += 1
-            retry_at = at + backoff.delay(attempts)
+            retry_at = at + backoff.after(attempts, getattr(exc, "retry_after_s", None))
             _write(
                 client, item, database, status="pending", attempts=attempts,
                 next_attempt_at=retry_at, last_attempt_at=at, delivered_at=None,

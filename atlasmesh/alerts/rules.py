@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from atlasmesh.alerts.model import Alert, AlertSpec, fingerprint
 from atlasmesh.alerts.store import DATABASE, Reconciliation, reconcile
+from atlasmesh.telemetry.policy import PERCENT_RANGE
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -94,6 +95,14 @@ def _ago(now: datetime, then: datetime | None) -> str:
 
 
 _TS = "DateTime64(3, 'UTC')"
+# A battery value outside 0-100 % (or NaN) is a broken sensor, not a charge level: it must
+# neither page as "battery at nan%" nor hide the vehicle's last real reading. Validation
+# refuses such values, but the hot path holds a loaded hour before its gate judges it.
+_BATTERY_READ = (
+    "battery_level_percent IS NOT NULL AND isFinite(battery_level_percent) "
+    f"AND battery_level_percent >= {PERCENT_RANGE[0]!r} "
+    f"AND battery_level_percent <= {PERCENT_RANGE[1]!r}"
+)
 
 
 @dataclass(frozen=True)
@@ -127,8 +136,8 @@ def _vehicle_state(
     toString(vehicle_id),
     max(recorded_at),
     maxIfOrNull(ingested_at, ingested_at <= {{now:{_TS}}}),
-    argMaxIf(battery_level_percent, recorded_at, battery_level_percent IS NOT NULL),
-    maxIfOrNull(recorded_at, battery_level_percent IS NOT NULL)
+    argMaxIf(battery_level_percent, recorded_at, {_BATTERY_READ}),
+    maxIfOrNull(recorded_at, {_BATTERY_READ})
 FROM {telemetry}
 WHERE recorded_at > {{since:{_TS}}} AND recorded_at <= {{now:{_TS}}}
 GROUP BY vehicle_id""",
