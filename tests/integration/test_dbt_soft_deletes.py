@@ -1,4 +1,4 @@
-"""Soft-deleted fleets, vehicles and routes keep their history in the marts."""
+"""Fleet OS changes the marts must survive: soft deletes keep history, a backwards trip is flagged."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _per_vehicle(client, table: str) -> dict[str, int]:
     return dict(rows.result_rows)
 
 
-def test_decommissioned_vehicles_removed_fleets_and_retired_routes_keep_their_history(
+def test_soft_deletes_keep_history_and_a_backwards_trip_is_flagged(
     simulated_fleet, fleet_analytics, tmp_path
 ):
     # The same world with a fleet removed, one vehicle decommissioned and a route retired,
@@ -49,7 +49,13 @@ def test_decommissioned_vehicles_removed_fleets_and_retired_routes_keep_their_hi
         vehicles = store.read("vehicles")
         fleet = vehicles[0]["fleet_id"]
         other = vehicles[-1]["vehicle_id"]
-        route = store.read("trips")[0]["route_id"]
+        trips = store.read("trips")
+        route = trips[0]["route_id"]
+        # And a trip whose recorded end precedes its start (a Fleet OS clock error).
+        backwards = next(t for t in trips if t["actual_start"] and t["actual_end"])
+        store.upsert(
+            "trips", [{**backwards, "actual_end": backwards["actual_start"] - timedelta(hours=1)}]
+        )
         assert store.soft_delete("fleets", [fleet], deleted_at) == 1
         assert store.soft_delete("vehicles", [other], deleted_at) == 1
         assert store.soft_delete("routes", [route], deleted_at) == 1
@@ -68,6 +74,7 @@ def test_decommissioned_vehicles_removed_fleets_and_retired_routes_keep_their_hi
             database=fleet_core_db,
         )
         target = tmp_path / "target"
+        baseline = fleet_analytics.schema
         after = deleted_at + timedelta(hours=1)
         result = run_dbt(
             warehouse.settings,
@@ -91,8 +98,17 @@ def test_decommissioned_vehicles_removed_fleets_and_retired_routes_keep_their_hi
             if r["unique_id"].startswith("test.") and ".relationships_" in r["unique_id"]
         ]
         assert relationships and {r["status"] for r in relationships} == {"pass"}
+        ordered = next(r for r in results if ".assert_trips_end_after_they_start" in r["unique_id"])
+        assert ordered["status"] == "warn" and ordered["failures"] == 1
+        trip = backwards["trip_id"]
+        duration = "SELECT duration_minutes FROM {}.fct_trips WHERE trip_id = {{trip:UUID}}"
 
-        baseline = fleet_analytics.schema
+        def minutes(db: str) -> float | None:
+            return client.query(duration.format(db), parameters={"trip": trip}).result_rows[0][0]
+
+        assert minutes(schema) is None
+        assert minutes(baseline) > 0
+
         for fact in ("fct_vehicle_days", "fct_trips"):
             assert _per_vehicle(client, f"{schema}.{fact}") == _per_vehicle(
                 client, f"{baseline}.{fact}"

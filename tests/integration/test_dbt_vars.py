@@ -68,11 +68,12 @@ def test_iso_timestamps_dates_and_offsets_are_accepted(parsed: tuple[int, str, P
     assert code == 0, output[-3000:]
 
 
-def test_a_reference_to_a_soft_deleted_parent_warns_instead_of_stopping_the_build(
+def test_relationships_warn_only_where_a_soft_deleted_parent_leaves_the_marts(
     parsed: tuple[int, str, Path],
 ) -> None:
-    # Every parent of a relationship test is a fleet-core entity that the Fleet OS
-    # soft-deletes (a retired route, a decommissioned vehicle); its history stays.
+    # Organizations, fleets, vehicles and routes stay in staging and the dimensions after a
+    # soft delete (tests/integration/test_dbt_soft_deletes.py), so a child without one is a
+    # real error; soft-deleted trips and policies leave, and history may still name them.
     manifest = json.loads((parsed[2] / "manifest.json").read_text())
     relationships = [
         node
@@ -81,5 +82,7 @@ def test_a_reference_to_a_soft_deleted_parent_warns_instead_of_stopping_the_buil
         and (node.get("test_metadata") or {}).get("name") == "relationships"
     ]
     assert len(relationships) > 40
-    blocking = [n["name"] for n in relationships if n["config"]["severity"].lower() != "warn"]
-    assert blocking == []
+    for node in relationships:
+        parent = node["test_metadata"]["kwargs"]["to"]
+        leaves = "__trips" in parent or "__policies" in parent
+        assert (node["config"]["severity"].lower() == "warn") == leaves, node["name"]

@@ -92,8 +92,13 @@ select
         as end_delay_minutes,
     dateDiff('millisecond', trips.scheduled_start, trips.scheduled_end) / 60000.0
         as scheduled_duration_minutes,
-    dateDiff('millisecond', trips.actual_start, trips.actual_end) / 60000.0
-        as duration_minutes,
+    -- An end before the start is a Fleet OS clock or data error (flagged by
+    -- assert_trips_end_after_they_start), not a negative duration to average.
+    if(
+        trips.actual_end >= trips.actual_start,
+        dateDiff('millisecond', trips.actual_start, trips.actual_end) / 60000.0,
+        null
+    ) as duration_minutes,
     if(
         trips.status = 'completed',
         toUInt8(end_delay_minutes <= {{ on_time_minutes }}),
