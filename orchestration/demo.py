@@ -27,8 +27,8 @@ def _size(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-DEMO_DAYS = _size("ATLASMESH_DEMO_DAYS", 21, 1, 366)
-DEMO_VEHICLES = _size("ATLASMESH_DEMO_VEHICLES", 36, 1, 10_000)
+DEMO_DAYS = _size("ATLASMESH_DEMO_DAYS", 14, 1, 366)
+DEMO_VEHICLES = _size("ATLASMESH_DEMO_VEHICLES", 24, 1, 10_000)
 DOCS_PORT = _size("ATLASMESH_DOCS_PORT", 8580, 1, 65_535)
 # What an analyst asks first: the fleet's days, from the fleet-day mart.
 SAMPLE_MART_QUERY = """SELECT activity_date, sum(vehicles_active) AS vehicles_active,
