@@ -673,11 +673,16 @@ def test_freshness_alerts_on_stale_or_missing_tables_and_resolves_when_fresh(ops
 # --- CLI -------------------------------------------------------------------------------
 
 
-def test_cli_lists_acks_and_resolves_with_who(ops, warehouse_service, monkeypatch):
-    client, db = ops
+def _cli_against(warehouse_service, monkeypatch) -> None:
+    """Point the `atlasmesh alerts` commands at the test session's warehouse service."""
     monkeypatch.setenv("ATLASMESH_HOME", str(warehouse_service.home))
     monkeypatch.setenv("ATLASMESH_WAREHOUSE_PORT", str(warehouse_service.port))
     monkeypatch.setenv("ATLASMESH_CLICKHOUSE_URL", "")
+
+
+def test_cli_lists_acks_and_resolves_with_who(ops, warehouse_service, monkeypatch):
+    client, db = ops
+    _cli_against(warehouse_service, monkeypatch)
     monkeypatch.setenv("LOGNAME", "dave")
     alert = alerts.raise_alert(client, _spec(), now=T0, database=db)
     short = alert.alert_id[:8]
@@ -722,9 +727,7 @@ def test_cli_lists_acks_and_resolves_with_who(ops, warehouse_service, monkeypatc
 
 def test_cli_refuses_a_bad_who_and_leaves_the_alert_as_it_was(ops, warehouse_service, monkeypatch):
     client, db = ops
-    monkeypatch.setenv("ATLASMESH_HOME", str(warehouse_service.home))
-    monkeypatch.setenv("ATLASMESH_WAREHOUSE_PORT", str(warehouse_service.port))
-    monkeypatch.setenv("ATLASMESH_CLICKHOUSE_URL", "")
+    _cli_against(warehouse_service, monkeypatch)
     monkeypatch.setenv("LOGNAME", "dave")
     alert = alerts.raise_alert(client, _spec(), now=T0, database=db)
     runner = CliRunner()
@@ -745,9 +748,7 @@ def test_cli_refuses_a_bad_who_and_leaves_the_alert_as_it_was(ops, warehouse_ser
 
 @pytest.mark.parametrize("database", ["", "a`b", "ops; DROP", "1ops", "ops.alerts"])
 def test_cli_refuses_a_database_that_is_not_a_name(warehouse_service, monkeypatch, database):
-    monkeypatch.setenv("ATLASMESH_HOME", str(warehouse_service.home))
-    monkeypatch.setenv("ATLASMESH_WAREHOUSE_PORT", str(warehouse_service.port))
-    monkeypatch.setenv("ATLASMESH_CLICKHOUSE_URL", "")
+    _cli_against(warehouse_service, monkeypatch)
     result = CliRunner().invoke(alerts_app, ["--database", database, "list"])
     assert result.exit_code == 2 and "is not a database name" in result.output, result.output
     client = warehouse_service.client()
