@@ -517,6 +517,12 @@ class Codec:
     def feed(self, data: bytes) -> bytes:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """The non-empty output of `data`, in pieces a stream can pass on one at a time."""
+        out = self.feed(data)
+        if out:
+            yield out
+
     def finish(self) -> bytes:
         return b""
 
@@ -581,7 +587,21 @@ class _XzCompress(Codec):
 DECODE_PIECE_BYTES = 1 << 20  # at most this much decompressed output is held per step
 
 
-class _FramedDecompress(Codec):
+class _BoundedDecompress(Codec):
+    """A decompressor whose `pieces` bound each step's output; a frame cut short fails `finish`."""
+
+    _pending = False  # inside a frame that has not ended yet
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self.pieces(data))
+
+    def finish(self) -> bytes:
+        if self._pending:
+            raise ClickHouseError(CANNOT_DECOMPRESS, "The compressed request body is truncated.")
+        return b""
+
+
+class _FramedDecompress(_BoundedDecompress):
     """Decompresses a sequence of frames (gzip members, lz4 or xz frames) of one codec, at most
     DECODE_PIECE_BYTES of output per step, so a small body cannot expand all at once in memory."""
 
@@ -589,10 +609,6 @@ class _FramedDecompress(Codec):
         self._factory = factory
         self._name = name
         self._d = factory()
-        self._pending = False
-
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self.pieces(data))
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
         """The decompressed output of `data`, in bounded pieces."""
@@ -630,31 +646,22 @@ class _FramedDecompress(Codec):
                 f"{self._name}): {exc}",
             ) from None
 
-    def finish(self) -> bytes:
-        if self._pending:
-            raise ClickHouseError(CANNOT_DECOMPRESS, "The compressed request body is truncated.")
-        return b""
-
 
 ZSTD_SLICE_BYTES = 256  # zstd expands at most ~32,000:1, so a slice yields at most ~8 MiB
 
 
-class _ZstdDecompress(Codec):
+class _ZstdDecompress(_BoundedDecompress):
     """Decompresses zstd frames; zstandard's decompressobj has no output limit, so the input is fed
     in small slices to bound what one step can expand to."""
 
     def __init__(self) -> None:
         self._d = self._new()
-        self._pending = False
 
     @staticmethod
     def _new() -> object:
         import zstandard
 
         return zstandard.ZstdDecompressor().decompressobj()
-
-    def feed(self, data: bytes) -> bytes:
-        return b"".join(self.pieces(data))
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
         """The decompressed output of `data`, in bounded pieces."""
@@ -677,11 +684,6 @@ class _ZstdDecompress(Codec):
                 CANNOT_DECOMPRESS,
                 f"The request body is not valid zstd data (Content-Encoding: zstd): {exc}",
             ) from None
-
-    def finish(self) -> bytes:
-        if self._pending:
-            raise ClickHouseError(CANNOT_DECOMPRESS, "The compressed request body is truncated.")
-        return b""
 
 
 def _lz4_decompressor() -> object:
@@ -809,14 +811,8 @@ def _decompress_block(method: int, payload: bytes, size: int) -> bytes:
 
 def chain(codec: Codec, chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Run `chunks` through `codec`, yielding non-empty output."""
-    pieces = getattr(codec, "pieces", None)
     for chunk in chunks:
-        if pieces is not None:
-            yield from pieces(chunk)
-            continue
-        out = codec.feed(chunk)
-        if out:
-            yield out
+        yield from codec.pieces(chunk)
     tail = codec.finish()
     if tail:
         yield tail
