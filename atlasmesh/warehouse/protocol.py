@@ -259,9 +259,6 @@ def is_word(token: Token | None, *words: str) -> bool:
     return token is not None and token.kind == "word" and token.text.upper() in words
 
 
-_is_word = is_word
-
-
 def kill_query_target(sql: str) -> tuple[str, bool, str | None] | None:
     """(query id, SYNC, FORMAT) of `KILL QUERY WHERE query_id = '<id>' [SYNC|ASYNC] [FORMAT f]`;
     None for any other statement (those go to the engine as they are)."""
@@ -306,7 +303,7 @@ def split_insert(sql: str) -> InsertSplit | None:
     """Split `INSERT ... FORMAT f <data>` / `INSERT ... VALUES <data>`; None for anything else."""
     toks = tokens(sql)
     first = next(toks, None)
-    if not _is_word(first, "INSERT"):
+    if not is_word(first, "INSERT"):
         return None
     prev: Token | None = None
     pending: Token | None = None
@@ -321,21 +318,19 @@ def split_insert(sql: str) -> InsertSplit | None:
         if tok.depth > 0:
             prev = tok
             continue
-        if _is_word(tok, "INTO"):
+        if is_word(tok, "INTO"):
             after_into = 1
-        elif after_into and _is_word(tok, "TABLE", "FUNCTION"):
+        elif after_into and is_word(tok, "TABLE", "FUNCTION"):
             pass
         elif after_into and _is_name(tok):
             after_into = 0
         elif tok.kind == "punct" and tok.text == "." and prev is not None and _is_name(prev):
             after_into = 1
-        elif _is_word(tok, "SELECT", "WITH") or (
-            _is_word(tok, "INFILE") and _is_word(prev, "FROM")
-        ):
+        elif is_word(tok, "SELECT", "WITH") or (is_word(tok, "INFILE") and is_word(prev, "FROM")):
             return None
-        elif _is_word(tok, "VALUES"):
+        elif is_word(tok, "VALUES"):
             return InsertSplit(sql[: tok.start].rstrip(), "Values", tok.end)
-        elif _is_word(tok, "FORMAT"):
+        elif is_word(tok, "FORMAT"):
             pending = tok
         prev = tok
     return None
@@ -359,14 +354,14 @@ def output_format(sql: str) -> str | None:
     found: str | None = None
     toks = list(tokens(sql))
     for i, tok in enumerate(toks):
-        if tok.depth or not _is_word(tok, "FORMAT") or i + 1 >= len(toks):
+        if tok.depth or not is_word(tok, "FORMAT") or i + 1 >= len(toks):
             continue
         name = toks[i + 1]
         after = toks[i + 2] if i + 2 < len(toks) else None
         if (
             _is_name(name)
             and name.depth == 0
-            and (after is None or _is_word(after, "SETTINGS") or after.text == ";")
+            and (after is None or is_word(after, "SETTINGS") or after.text == ";")
         ):
             found = name.text
     return found

@@ -815,7 +815,7 @@ class Exchange:
 
     def _classify(self, conn: EngineConnection, sql: str) -> int:
         first = next(p.tokens(sql), None)
-        if first is not None and first.kind == "word" and first.text.upper() in ("SELECT", "WITH"):
+        if p.is_word(first, "SELECT", "WITH"):
             return READ_ONLY
         info = conn.raw.classify_query(sql)
         self.has_secrets = bool(info["has_secrets"])
